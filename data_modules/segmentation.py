@@ -1,0 +1,248 @@
+"""2D segmentation data: CVC-ColonDB (PraNet and original layouts) and Kvasir-SEG."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from data_modules.splits import load_split, make_split, save_split
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+LAYOUTS = ("auto", "pranet", "original", "kvasir")
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+
+
+def detect_layout(root: Path) -> str:
+    """``pranet`` (images/ + masks/ PNG), ``kvasir`` (images/ + masks/ JPEG) or ``original``."""
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        masks = _files(root / "masks")
+        jpeg = sum(p.suffix.lower() in (".jpg", ".jpeg") for p in masks.values())
+        return "kvasir" if masks and jpeg > len(masks) / 2 else "pranet"
+    if any(re.fullmatch(r"p\d+", p.stem) for p in root.iterdir() if p.is_file()):
+        return "original"
+    raise ValueError(
+        f"{root}: no known segmentation layout: expected images/ + masks/ (PraNet, Kvasir-SEG) "
+        "or <N>.bmp + p<N>.bmp (original CVC-ColonDB)"
+    )
+
+
+def find_pairs(root: str | Path, layout: str = "auto") -> tuple[list[tuple[Path, Path]], str]:
+    """Pair every image with its mask by name (never by sort order)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"dataset root {root} does not exist; point data.root at the downloaded folder or "
+            f"make a synthetic twin: mvmic synth colondb --out {root}"
+        )
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    layout = detect_layout(root) if layout == "auto" else layout
+    if layout == "original":
+        files = _files(root)
+        masks = {k[1:]: v for k, v in files.items() if re.fullmatch(r"p\d+", k)}
+        images = {k: v for k, v in files.items() if re.fullmatch(r"\d+", k)}
+        where = f"{root} (masks named p<N>)"
+    else:
+        for sub in ("images", "masks"):
+            if not (root / sub).is_dir():
+                raise FileNotFoundError(f"{root / sub} is missing for the {layout} layout")
+        images, masks = _files(root / "images"), _files(root / "masks")
+        where = f"{root / 'masks'}"
+    no_mask = sorted(set(images) - set(masks))
+    no_image = sorted(set(masks) - set(images))
+    if no_mask:
+        raise ValueError(
+            f"{len(no_mask)} image(s) have no mask in {where}: {', '.join(no_mask[:5])}"
+            + (" …" if len(no_mask) > 5 else "")
+        )
+    if no_image:
+        raise ValueError(
+            f"{len(no_image)} mask(s) have no image in {root}: {', '.join(no_image[:5])}"
+            + (" …" if len(no_image) > 5 else "")
+        )
+    if not images:
+        raise ValueError(f"{root}: no images found for the {layout} layout")
+    key = (lambda s: (len(s), s)) if layout == "original" else (lambda s: s)
+    return [(images[k], masks[k]) for k in sorted(images, key=key)], layout
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+
+
+def check_sizes(pairs: list[tuple[Path, Path]]) -> None:
+    """Fail early, naming both files, if an image and its mask differ in size or won't open."""
+    for image, mask in pairs:
+        sizes = []
+        for path in (image, mask):
+            try:
+                with Image.open(path) as img:
+                    sizes.append(img.size)
+            except (UnidentifiedImageError, OSError) as err:
+                raise ValueError(f"cannot read image {path}: {err}") from None
+        if sizes[0] != sizes[1]:
+            raise ValueError(
+                f"size mismatch: image {image} is {sizes[0][0]}x{sizes[0][1]} but mask {mask} "
+                f"is {sizes[1][0]}x{sizes[1][1]}"
+            )
+
+
+class SegmentationDataset(Dataset):
+    """Image/mask pairs; masks are binarised at 127 (JPEG masks carry compression noise)."""
+
+    def __init__(
+        self, pairs: list[tuple[Path, Path]], transform: A.Compose, in_channels: int = 3
+    ) -> None:
+        self.pairs, self.transform, self.in_channels = pairs, transform, in_channels
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image_path, mask_path = self.pairs[i]
+        image = np.asarray(_open(image_path).convert("RGB" if self.in_channels == 3 else "L"))
+        mask = (np.asarray(_open(mask_path).convert("L")) > 127).astype(np.uint8)
+        out = self.transform(image=image, mask=mask)
+        image = torch.from_numpy(np.array(out["image"])).float() / 255.0
+        image = image.permute(2, 0, 1) if image.dim() == 3 else image.unsqueeze(0)
+        mask = torch.from_numpy(np.array(out["mask"])).long()
+        return {"image": image, "mask": mask, "name": image_path.stem}
+
+
+class SegmentationDataModule(LightningDataModule):
+    """CVC-ColonDB and Kvasir-SEG in their public layouts.
+
+    Args:
+        root: dataset folder (PraNet ``images/`` + ``masks/``, original ``<N>.bmp`` +
+            ``p<N>.bmp``, or Kvasir-SEG ``images/*.jpg`` + ``masks/*.jpg``).
+        layout: ``auto`` (detected), ``pranet``, ``original`` or ``kvasir``.
+        dataset_name: name used for results records (default from the layout: ``colondb`` or
+            ``kvasir``).
+        image_size: resize to this (int or [H, W]); every batch needs one size.
+        in_channels: 3 (RGB) or 1 (grey).
+        batch_size, num_workers: loader settings.
+        val_fraction, test_fraction, seed: the seeded split (no official split exists).
+        split_file: load this saved split instead of drawing one.
+        augment: flips, small affine and colour jitter on the training split.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/CVC-ColonDB",
+        layout: str = "auto",
+        dataset_name: str | None = None,
+        image_size: int | list[int] | None = 256,
+        in_channels: int = 3,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        split_file: str | None = None,
+        augment: bool = True,
+    ) -> None:
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        self.save_hyperparameters()
+        self.in_channels = in_channels
+        self.num_classes = 2
+        self._dataset_name = dataset_name
+        self.split: dict[str, list[str]] | None = None
+
+    @property
+    def dataset_name(self) -> str:
+        if self._dataset_name:
+            return self._dataset_name
+        layout = self.hparams.layout
+        if layout == "auto" and Path(self.hparams.root).is_dir():
+            try:
+                layout = detect_layout(Path(self.hparams.root))
+            except ValueError:
+                pass
+        return "kvasir" if layout == "kvasir" else "colondb"
+
+    def _size(self) -> tuple[int, int] | None:
+        size = self.hparams.image_size
+        if size is None:
+            return None
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def transforms(self, train: bool) -> A.Compose:
+        ops: list[A.BasicTransform] = []
+        if (size := self._size()) is not None:
+            ops.append(A.Resize(*size))
+        if train and self.hparams.augment:
+            ops += [
+                A.HorizontalFlip(p=0.5),
+                A.VerticalFlip(p=0.5),
+                A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-15, 15),
+                         border_mode=0, p=0.5),
+            ]
+            if self.in_channels == 3:
+                ops.append(A.ColorJitter(0.1, 0.1, 0.1, 0.02, p=0.5))
+            else:
+                ops.append(A.RandomBrightnessContrast(0.1, 0.1, p=0.5))
+        return A.Compose(ops)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.split is not None:
+            return
+        hp = self.hparams
+        pairs, layout = find_pairs(hp.root, hp.layout)
+        check_sizes(pairs)
+        by_name = {image.stem: (image, mask) for image, mask in pairs}
+        names = list(by_name)
+        if hp.split_file:
+            self.split = load_split(hp.split_file, names)
+        else:
+            self.split = make_split(names, hp.val_fraction, hp.test_fraction, hp.seed)
+            trainer = self._trainer if hasattr(self, "_trainer") else None
+            if trainer is not None and trainer.is_global_zero:
+                save_split(self.split, Path(trainer.default_root_dir) / "split.json")
+        self.datasets = {
+            part: SegmentationDataset(
+                [by_name[n] for n in self.split[part]],
+                self.transforms(train=part == "train"),
+                self.in_channels,
+            )
+            for part in ("train", "val", "test")
+        }
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[part],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            drop_last=shuffle and len(self.datasets[part]) > self.hparams.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,103 @@
+"""Base LightningModule: torchgeo-style configure_models/losses/metrics, shared test records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from torchmetrics import MetricCollection
+
+from mvmic.tasks import TaskNet, build_task
+
+
+class BaseModule(LightningModule):
+    """Builds its parts in ``configure_*`` hooks and clones metrics per stage.
+
+    Subclasses set ``self.task`` in ``configure_models``; the base gives every stage a copy of
+    the task's metrics plus the module's own (``extra_metrics``), prefixed ``train_``/``val_``/
+    ``test_`` as torchgeo does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Hyperparameters must be plain values so a checkpoint alone rebuilds the module
+        # (see mvmic.modules.load_module).
+        self.save_hyperparameters()
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+        self.panel: dict[str, torch.Tensor] | None = None
+        self.test_point: dict[str, Any] = {}
+
+    def configure_models(self) -> None:
+        raise NotImplementedError
+
+    def configure_losses(self) -> None:
+        pass
+
+    def extra_metrics(self, stage: str) -> MetricCollection | None:
+        """Module metrics beside the task's (image quality, rates) for ``val``/``test``."""
+        return None
+
+    def configure_metrics(self) -> None:
+        # Task metrics take (preds, target); image/rate metrics take other inputs, so they
+        # live in a second collection per stage.
+        metrics = self.task.build_metrics()
+        self.val_metrics = metrics.clone(prefix="val_")
+        self.test_metrics = metrics.clone(prefix="test_")
+        self.val_extra = (self.extra_metrics("val") or MetricCollection({})).clone(prefix="val_")
+        self.test_extra = (self.extra_metrics("test") or MetricCollection({})).clone(
+            prefix="test_"
+        )
+
+    def build_task_net(self) -> TaskNet:
+        hp = self.hparams
+        kwargs = dict(hp.get("task_args") or {})
+        if hp.get("encoder"):
+            kwargs["encoder"] = hp["encoder"]
+        return build_task(
+            hp["task"],
+            arch=hp["arch"],
+            in_channels=hp["in_channels"],
+            num_classes=hp["num_classes"],
+            weights=hp.get("task_weights"),
+            **kwargs,
+        )
+
+    @property
+    def dataset_name(self) -> str:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(dm, "dataset_name", "dataset")
+
+    def configure_callbacks(self):
+        from mvmic.callbacks import ImagePanels, ResultsWriter
+
+        return [ImagePanels(), ResultsWriter()]
+
+    @property
+    def description(self) -> str:
+        """One line for results records: the module and its hyperparameters."""
+        hp = {k: v for k, v in self.hparams.items() if not k.startswith("_") and v is not None}
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={v}" for k, v in hp.items()) + ")"
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lets mvmic.modules.load_module rebuild the right class from the file alone.
+        checkpoint["mvmic_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def log_stage_metrics(self, stage: str) -> dict[str, float]:
+        """Compute, log and reset the stage's metrics; return them as record fields."""
+        record: dict[str, float] = {}
+        for metrics, is_task in ((getattr(self, f"{stage}_metrics"), True),
+                                 (getattr(self, f"{stage}_extra"), False)):
+            if not len(metrics):
+                continue
+            computed = metrics.compute()
+            metrics.reset()
+            self.log_dict({k: v for k, v in computed.items() if v.numel() == 1})
+            plain = {k[len(stage) + 1 :]: v for k, v in computed.items()}
+            if is_task:
+                record.update(self.task.record(plain))
+            else:
+                record.update({k: float(v) for k, v in plain.items() if v.numel() == 1})
+        return record

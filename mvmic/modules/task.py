@@ -1,0 +1,84 @@
+"""The task network on uncompressed images: the reference point and a possible initialiser."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mvmic.modules.base import BaseModule
+
+
+class TaskModule(BaseModule):
+    """Train and test a task network (segmentation, detection) on uncompressed images.
+
+    Args:
+        task: ``"segmentation"`` or ``"detection"``.
+        arch: architecture name (smp for segmentation, torchvision for detection).
+        encoder: smp encoder (segmentation only).
+        num_classes: classes including background.
+        in_channels: image channels.
+        task_weights: optional local weights file for the task network.
+        task_args: further keyword arguments of the task network.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        method: name of the results record (default ``"uncompressed"``).
+        results_dir: where ``mvmic test`` writes its record.
+    """
+
+    def __init__(
+        self,
+        task: str = "segmentation",
+        arch: str = "Unet",
+        encoder: str | None = None,
+        num_classes: int = 2,
+        in_channels: int = 3,
+        task_weights: str | None = None,
+        task_args: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        method: str | None = None,
+        results_dir: str = "runs/results",
+    ) -> None:
+        super().__init__()
+
+    def configure_models(self) -> None:
+        self.task = self.build_task_net()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(
+            self.task.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, terms = self.task.loss(batch["image"], batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        self.log_dict({f"train_{k}": v for k, v in terms.items()}, batch_size=len(batch["image"]))
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], batch_idx: int, metrics, prefix: str) -> None:
+        x = batch["image"]
+        loss, _ = self.task.loss(x, batch)
+        preds = self.task.predict(x)
+        self.task.update_metrics(metrics, preds, batch)
+        self.log(f"{prefix}_loss", loss, prog_bar=True, batch_size=len(x))
+        if batch_idx == 0:
+            self.panel = {"image": x, "prediction": preds, "batch": batch}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, self.test_metrics, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_stage_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        record = self.log_stage_metrics("test")
+        # Uncompressed: 8 bits per sample per channel; no reconstruction error to report.
+        self.test_point = {"bpp": 8.0 * self.hparams.in_channels, **record, "stage": 0}
+
+    @property
+    def method_name(self) -> str:
+        return self.hparams.method or "uncompressed"

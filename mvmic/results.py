@@ -1,0 +1,186 @@
+"""Results store: one JSON file per method per dataset, in CompressAI's results shape.
+
+A file ``<results_dir>/<dataset>/<method>.json`` holds::
+
+    {"name": "MVMICNet stage 2", "description": "...",
+     "results": {"bpp": [...], "psnr": [...], "ms-ssim": [...], "miou": [...], ...}}
+
+Each list has one entry per operating point (one λ or one quality). Appending a point whose
+``lmbda``/``quality`` (the point's key) is already there replaces it, so re-running a test is
+idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+#: Fields that identify an operating point: a new point replaces an old one when every one of
+#: these that the new point has matches (λ_d and λ_t both, so a λ_t sweep at fixed λ_d keeps
+#: its points apart).
+POINT_KEYS = ("lmbda", "lmbda_t", "quality")
+
+
+def record_path(results_dir: str | Path, dataset: str, method: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in method)
+    return Path(results_dir) / dataset / f"{safe}.json"
+
+
+def load_record(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); delete or fix the file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise ValueError(f"{path}: not a results record (needs a 'results' object)")
+    return data
+
+
+def append_point(
+    results_dir: str | Path,
+    dataset: str,
+    method: str,
+    point: dict[str, Any],
+    description: str = "",
+    fields: dict[str, Any] | None = None,
+) -> Path:
+    """Add one operating point to ``method``'s record and return the file path.
+
+    Args:
+        results_dir: root of the results store.
+        dataset: dataset name (a subfolder).
+        method: method name (the record's ``name`` and, sanitised, the file stem).
+        point: one operating point, ``{"bpp": …, "psnr": …, "lmbda": …}``.
+        description: free text for the record.
+        fields: extra top-level record fields, e.g. ``{"anchor": True, "data_root": "…"}``.
+    """
+    path = record_path(results_dir, dataset, method)
+    record = (
+        load_record(path)
+        if path.is_file()
+        else {"name": method, "description": description, "results": {}}
+    )
+    results: dict[str, list] = record["results"]
+    n = max((len(v) for v in results.values()), default=0)
+    index = _matching_index(results, point, n)
+    for name in set(results) | set(point):
+        column = results.setdefault(name, [None] * n)
+        if index == n:
+            column.append(point.get(name))
+        else:
+            column[index] = point.get(name, column[index])
+    if description:
+        record["description"] = description
+    record.update(fields or {})
+    _write_json_atomic(path, record)
+    return path
+
+
+def _matching_index(results: dict[str, list], point: dict[str, Any], n: int) -> int:
+    keys = [k for k in POINT_KEYS if k in point and point[k] is not None]
+    if not keys:
+        return n
+    for i in range(n):
+        if all(_same(results.get(k), i, point[k]) for k in keys):
+            return i
+    return n
+
+
+def _same(column: list | None, i: int, value: Any) -> bool:
+    if column is None or i >= len(column) or column[i] is None:
+        return False
+    try:
+        return math.isclose(float(column[i]), float(value))
+    except (TypeError, ValueError):
+        return column[i] == value
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    # Write then rename, so a killed run never leaves half a JSON file behind.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+#: Method-name prefixes that mark an anchor (standard codecs and λ_t = 0 learned codecs); a
+#: record can also say so itself with ``"anchor": true``.
+ANCHOR_PREFIXES = (
+    "jpeg",
+    "jpeg2000",
+    "webp",
+    "avif",
+    "hevc",
+    "bpg",
+    "h264",
+    "mbt2018",
+    "cheng2020",
+    "bmshj2018",
+)
+
+
+def is_anchor(record: dict[str, Any]) -> bool:
+    """Whether a record is an anchor (drawn dashed; a candidate reference for BD-rate)."""
+    if "anchor" in record:
+        return bool(record["anchor"])
+    return str(record.get("name", "")).lower().startswith(ANCHOR_PREFIXES)
+
+
+def iter_records(
+    results_dir: str | Path, skip: tuple[str | Path, ...] = ()
+) -> list[tuple[str, Path, dict[str, Any]]]:
+    """Every record under ``results_dir`` (recursively) as ``(dataset, path, record)``.
+
+    The dataset is the record file's folder name. JSON files that are not results records
+    (no ``results`` object) are skipped with a note on stderr; files under ``skip`` folders too.
+
+    Raises:
+        FileNotFoundError: ``results_dir`` does not exist.
+    """
+    import sys
+
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"results folder {root} not found; run `mvmic test …` or `mvmic anchors …` first"
+        )
+    skipped = [Path(p).resolve() for p in skip]
+    out = []
+    for path in sorted(root.rglob("*.json")):
+        rp = path.resolve()
+        if any(rp.is_relative_to(s) for s in skipped):
+            continue
+        try:
+            record = load_record(path)
+        except ValueError as err:
+            print(f"skipping {path}: {err}", file=sys.stderr)
+            continue
+        out.append((path.parent.name, path, record))
+    return out
+
+
+def record_points(
+    record: dict[str, Any], metric: str, rate_key: str = "bpp"
+) -> tuple[list[float], list[float]]:
+    """The ``(rates, values)`` of a record for ``metric``, sorted by rate.
+
+    Points where the rate or the metric is missing/not finite are dropped.
+    """
+    results = record["results"]
+    rates, values = results.get(rate_key) or [], results.get(metric) or []
+    pairs = []
+    for r, v in zip(rates, values):
+        try:
+            r, v = float(r), float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(r) and math.isfinite(v) and r > 0:
+            pairs.append((r, v))
+    pairs.sort()
+    return [p[0] for p in pairs], [p[1] for p in pairs]

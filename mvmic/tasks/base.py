@@ -1,0 +1,45 @@
+"""The contract every task network implements, so modules treat tasks as pluggable parts."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+
+class TaskNet(nn.Module):
+    """A task network (segmentation, detection, …) as MVMICNet and TaskModule see it.
+
+    Batches are dicts with ``"image"`` (B×C×H×W floats in [0, 1]) and the task's target under
+    ``target_key``. Subclasses implement the methods below; the modules never look inside.
+    """
+
+    task: ClassVar[str]
+    #: batch key holding the targets ("mask" for segmentation, "target" for detection)
+    target_key: ClassVar[str]
+    #: metric that model selection and curves use by default ("miou", "map", …)
+    primary_metric: ClassVar[str]
+
+    def loss(self, x: Tensor, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training loss on (possibly decoded) images ``x``: total and named terms."""
+        raise NotImplementedError
+
+    def predict(self, x: Tensor) -> Any:
+        """Eval-mode predictions in the form :meth:`update_metrics` takes."""
+        raise NotImplementedError
+
+    def build_metrics(self) -> MetricCollection:
+        """A fresh collection of the task's metrics (modules clone it per stage)."""
+        raise NotImplementedError
+
+    def update_metrics(self, metrics: MetricCollection, preds: Any, batch: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def record(self, computed: dict[str, Tensor]) -> dict[str, float]:
+        """Results-record fields from ``metrics.compute()`` (keys without a stage prefix)."""
+        return {k: float(v) for k, v in computed.items() if v.numel() == 1}
+
+    def render(self, preds: Any, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """RGB panels (B×3×H×W in [0, 1]) of the prediction and of the ground truth."""
+        raise NotImplementedError

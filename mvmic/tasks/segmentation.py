@@ -1,0 +1,156 @@
+"""Segmentation networks from segmentation-models-pytorch, with cross-entropy + Dice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import JaccardIndex, MetricCollection
+from torchmetrics.segmentation import DiceScore
+
+from mvmic.padding import crop, pad_to_multiple
+from mvmic.tasks.base import TaskNet
+
+SMP_ARCHITECTURES: dict[str, type[nn.Module]] = {
+    name: getattr(smp, name)
+    for name in (
+        "Unet", "UnetPlusPlus", "FPN", "DeepLabV3", "DeepLabV3Plus", "Linknet", "MAnet", "PAN",
+        "PSPNet", "UPerNet", "Segformer",
+    )
+    if hasattr(smp, name)
+}
+
+# A colour per class for image panels (background black).
+PALETTE = torch.tensor(
+    [[0, 0, 0], [0, 200, 0], [220, 40, 40], [40, 90, 230], [230, 200, 30], [200, 40, 200]]
+) / 255.0
+
+
+def load_weights(module: nn.Module, path: str | Path, prefixes: tuple[str, ...] = ()) -> None:
+    """Load a local weights file into ``module``.
+
+    Accepts a plain state dict, a dict with ``state_dict``/``model`` inside (Lightning or
+    torchvision-style checkpoints), and strips the first of ``prefixes`` that matches, so a
+    Lightning checkpoint of a whole mvmic module can initialise just its task network.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    state = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
+    for prefix in prefixes:
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if sub:
+            state = sub
+            break
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if len(missing) == len(module.state_dict()):
+        raise ValueError(
+            f"{path}: none of its {len(state)} tensors match {type(module).__name__} "
+            f"(first key {next(iter(state), None)!r}); is it a weights file for this network?"
+        )
+
+
+class SegmentationNet(TaskNet):
+    """Any smp architecture and encoder, trained with cross-entropy + Dice.
+
+    Args:
+        arch: smp architecture name (``Unet``, ``UnetPlusPlus``, ``FPN``, ``DeepLabV3Plus``, …).
+        encoder: smp encoder name (``resnet18``, ``resnet34``, ``efficientnet-b0``, …).
+        in_channels: image channels.
+        num_classes: classes including background.
+        weights: optional local file to initialise from (never downloaded).
+        ce_weight, dice_weight: weights of the two loss terms.
+        encoder_depth: encoder depth; inputs are padded to ``2**encoder_depth`` internally.
+        **kwargs: passed to the smp constructor (e.g. ``decoder_channels``).
+    """
+
+    task = "segmentation"
+    target_key = "mask"
+    primary_metric = "miou"
+
+    def __init__(
+        self,
+        arch: str = "Unet",
+        encoder: str = "resnet18",
+        in_channels: int = 3,
+        num_classes: int = 2,
+        weights: str | None = None,
+        ce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        encoder_depth: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if arch not in SMP_ARCHITECTURES:
+            raise ValueError(
+                f"unknown segmentation architecture {arch!r}; choose one of "
+                f"{sorted(SMP_ARCHITECTURES)}"
+            )
+        if encoder not in smp.encoders.get_encoder_names():
+            raise ValueError(
+                f"unknown encoder {encoder!r}; see smp.encoders.get_encoder_names() "
+                "(e.g. resnet18, resnet34, efficientnet-b0, mobilenet_v2)"
+            )
+        if encoder_depth != 5:
+            kwargs["encoder_depth"] = encoder_depth
+            if arch in ("Unet", "UnetPlusPlus", "MAnet") and "decoder_channels" not in kwargs:
+                kwargs["decoder_channels"] = (256, 128, 64, 32, 16)[:encoder_depth]
+        self.net = SMP_ARCHITECTURES[arch](
+            encoder_name=encoder,
+            encoder_weights=None,
+            in_channels=in_channels,
+            classes=num_classes,
+            **kwargs,
+        )
+        self.num_classes = num_classes
+        self.stride = 2**encoder_depth
+        self.ce_weight, self.dice_weight = ce_weight, dice_weight
+        self.dice_loss = smp.losses.DiceLoss(mode="multiclass", from_logits=True)
+        if weights:
+            load_weights(self, weights, prefixes=("task.", "net.", "model."))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits B×K×H×W for any H×W (padded to the encoder's stride internally)."""
+        x_pad, size = pad_to_multiple(x, self.stride)
+        return crop(self.net(x_pad), size)
+
+    def loss(self, x: Tensor, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self(x)
+        mask = batch["mask"].long()
+        ce = F.cross_entropy(logits, mask)
+        dice = self.dice_loss(logits, mask)
+        total = self.ce_weight * ce + self.dice_weight * dice
+        return total, {"ce": ce.detach(), "dice_loss": dice.detach()}
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self(x).argmax(1)
+
+    def build_metrics(self) -> MetricCollection:
+        return MetricCollection(
+            {
+                "miou": JaccardIndex(
+                    task="multiclass", num_classes=self.num_classes, average="macro"
+                ),
+                "dice": DiceScore(
+                    num_classes=self.num_classes,
+                    include_background=False,
+                    average="macro",
+                    aggregation_level="global",
+                    input_format="index",
+                ),
+            }
+        )
+
+    def update_metrics(self, metrics: MetricCollection, preds: Tensor, batch: dict[str, Any]) -> None:
+        metrics.update(preds, batch["mask"].long())
+
+    def render(self, preds: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        palette = PALETTE.to(preds.device)
+        def paint(m: Tensor) -> Tensor:
+            return palette[m.long().clamp(0, len(palette) - 1)].permute(0, 3, 1, 2)
+        return paint(preds), paint(batch["mask"])

@@ -1,0 +1,41 @@
+"""Session fixtures: tiny synthetic datasets generated once, in their public layouts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def colondb_root(tmp_path_factory) -> Path:
+    from data_modules.synthetic import generate
+
+    return generate("colondb", tmp_path_factory.mktemp("colondb"), num=12, size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def chestxdet_root(tmp_path_factory) -> Path:
+    from data_modules.synthetic import generate
+
+    return generate("chestxdet", tmp_path_factory.mktemp("chestxdet"), num=8, size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def isic_root(tmp_path_factory) -> Path:
+    from data_modules.synthetic import generate
+
+    return generate("isic2017", tmp_path_factory.mktemp("isic"), num=8, size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def hvsmr_root(tmp_path_factory) -> Path:
+    from data_modules.synthetic import generate
+
+    return generate("hvsmr", tmp_path_factory.mktemp("hvsmr"), num=4, size=32, seed=0)

@@ -32,9 +32,7 @@ class ImagePanels(Callback):
         if not panel or not trainer.is_global_zero or trainer.sanity_checking:
             return
         n = min(self.max_images, len(panel["image"]))
-        batch = {
-            k: (v[:n] if hasattr(v, "__getitem__") else v) for k, v in panel["batch"].items()
-        }
+        batch = {k: (v[:n] if hasattr(v, "__getitem__") else v) for k, v in panel["batch"].items()}
         pred_rgb, target_rgb = module.task.render(panel["prediction"][:n], batch)
         columns = [_rgb(panel["image"][:n])]
         for key in ("reconstruction", "features"):
@@ -59,21 +57,38 @@ class ImagePanels(Callback):
 
 
 class ResultsWriter(Callback):
-    """After ``mvmic test``: append the module's operating point to its results record."""
+    """After ``mvmic test``: append the module's operating point to its results record,
+    redraw the rate curves of the results folder, and log both to W&B when attached.
+
+    Only rank 0 writes, so a multi-GPU test adds one point, not one per process.
+    """
+
+    def __init__(self, draw_curves: bool = True) -> None:
+        self.draw_curves = draw_curves
 
     def on_test_end(self, trainer: Trainer, module: LightningModule) -> None:
         point = getattr(module, "test_point", None)
         if not point or not trainer.is_global_zero:
             return
+        dm = trainer.datamodule
+        root = dm.hparams.get("root") if dm is not None else None
+        results_dir = module.hparams.results_dir
         path = append_point(
-            module.hparams.results_dir,
+            results_dir,
             module.dataset_name,
             module.method_name,
             point,
             description=module.description,
+            fields={"data_root": str(root)} if root else None,
         )
         module.results_path = path
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.experiment.summary.update({f"record/{k}": v for k, v in point.items()})
         print(f"results: {path}")
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        for logger in wandb_loggers:
+            logger.experiment.summary.update({f"record/{k}": v for k, v in point.items()})
+        if self.draw_curves:
+            from mvmic.curves import draw_curves, log_curves_to_wandb
+
+            curves = draw_curves(results_dir)
+            for logger in wandb_loggers:
+                log_curves_to_wandb(curves, run=logger.experiment)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import traceback
 from importlib import import_module
@@ -60,7 +61,9 @@ def _quiet_defaults() -> None:
 
 def _is_user_error(err: BaseException) -> bool:
     """Errors that mvmic itself raised about the user's input: print them, no traceback."""
-    if not isinstance(err, (ValueError, FileNotFoundError, KeyError)):
+    if isinstance(err, pickle.UnpicklingError):
+        return True  # torch.load(weights_only=True) refused a checkpoint carrying code
+    if not isinstance(err, (ValueError, FileNotFoundError, KeyError, FloatingPointError)):
         return False
     frames = traceback.extract_tb(err.__traceback__)
     return bool(frames) and frames[-1].filename.startswith(_OUR_CODE)
@@ -70,8 +73,12 @@ def run_lightning(argv: list[str]) -> int:
     from mvmic.cli_lightning import MvmicLightningCLI
 
     # LightningCLI reads sys.argv itself; hand it the resolved arguments that way.
+    argv = _resolve_configs(argv)
+    if argv[0] in LIGHTNING_SUBCOMMANDS and not any(a.startswith("--weights_only") for a in argv):
+        # Checkpoints are data, not code: refuse pickled objects unless the user opts out.
+        argv.append("--weights_only=true")
     saved = sys.argv
-    sys.argv = [saved[0] if saved else "mvmic", *_resolve_configs(argv)]
+    sys.argv = [saved[0] if saved else "mvmic", *argv]
     try:
         MvmicLightningCLI()
     finally:
@@ -80,8 +87,12 @@ def run_lightning(argv: list[str]) -> int:
 
 
 def _usage() -> str:
-    lines = ["usage: mvmic {fit,validate,test,predict} --config CONFIG [options]",
-             "       mvmic SUBCOMMAND [options]", "", "subcommands:"]
+    lines = [
+        "usage: mvmic {fit,validate,test,predict} --config CONFIG [options]",
+        "       mvmic SUBCOMMAND [options]",
+        "",
+        "subcommands:",
+    ]
     lines += [f"  {name:<11} {desc}" for name, (_, desc) in SUBCOMMANDS.items()]
     lines += ["", f"configs ({CONFIG_DIR}):"]
     lines += [f"  {p.name}" for p in sorted(CONFIG_DIR.glob("*.yaml"))]
@@ -104,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MVMIC_DEBUG") or not _is_user_error(err):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if isinstance(err, pickle.UnpicklingError):
+            message = (
+                "refused to load the checkpoint: it holds pickled objects beyond plain tensors "
+                f"({str(err).splitlines()[0][:160]}). Only if you trust its source, pass "
+                "--weights_only=false."
+            )
         print(f"mvmic: error: {message}", file=sys.stderr)
         return 2
 

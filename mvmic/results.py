@@ -68,7 +68,8 @@ def append_point(
     results: dict[str, list] = record["results"]
     n = max((len(v) for v in results.values()), default=0)
     index = _matching_index(results, point, n)
-    for name in set(results) | set(point):
+    # Deterministic column order: existing columns, then new ones in the point's order.
+    for name in [*results, *(k for k in point if k not in results)]:
         column = results.setdefault(name, [None] * n)
         if index == n:
             column.append(point.get(name))

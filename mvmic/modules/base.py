@@ -47,9 +47,7 @@ class BaseModule(LightningModule):
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
         self.val_extra = (self.extra_metrics("val") or MetricCollection({})).clone(prefix="val_")
-        self.test_extra = (self.extra_metrics("test") or MetricCollection({})).clone(
-            prefix="test_"
-        )
+        self.test_extra = (self.extra_metrics("test") or MetricCollection({})).clone(prefix="test_")
 
     def build_task_net(self) -> TaskNet:
         hp = self.hparams
@@ -85,11 +83,59 @@ class BaseModule(LightningModule):
         # Lets mvmic.modules.load_module rebuild the right class from the file alone.
         checkpoint["mvmic_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
+    #: hyperparameters that must agree between a checkpoint and the module loading it
+    IDENTITY_KEYS = (
+        "task",
+        "arch",
+        "encoder",
+        "num_classes",
+        "in_channels",
+        "codec",
+        "N",
+        "M",
+        "design",
+        "dims",
+    )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another module or architecture with one clear message."""
+        mine = f"{type(self).__module__}.{type(self).__qualname__}"
+        theirs = checkpoint.get("mvmic_class")
+        saved = checkpoint.get("hyper_parameters", {})
+        diffs = [
+            f"{k}={saved[k]!r} (config has {self.hparams[k]!r})"
+            for k in self.IDENTITY_KEYS
+            if k in saved and k in self.hparams and saved[k] != self.hparams[k]
+        ]
+        if theirs and theirs.rsplit(".", 1)[-1] != mine.rsplit(".", 1)[-1]:
+            diffs.insert(0, f"it is a {theirs.rsplit('.', 1)[-1]} checkpoint")
+        if diffs:
+            raise ValueError(
+                f"checkpoint does not fit this {type(self).__name__} config: "
+                + "; ".join(diffs)
+                + ". Use the config the checkpoint was trained with."
+            )
+
+    def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        """Stop at the first non-finite loss, naming the step and the term that went bad."""
+        if torch.isfinite(loss).all():
+            return
+        bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["loss"]
+        raise FloatingPointError(
+            f"non-finite training loss at step {self.global_step} (epoch {self.current_epoch}): "
+            f"bad term(s): {', '.join(bad)}; values: "
+            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            + ". The last checkpoint saved before this step is intact; lower the learning "
+            "rate or enable gradient clipping (--trainer.gradient_clip_val)."
+        )
+
     def log_stage_metrics(self, stage: str) -> dict[str, float]:
         """Compute, log and reset the stage's metrics; return them as record fields."""
         record: dict[str, float] = {}
-        for metrics, is_task in ((getattr(self, f"{stage}_metrics"), True),
-                                 (getattr(self, f"{stage}_extra"), False)):
+        for metrics, is_task in (
+            (getattr(self, f"{stage}_metrics"), True),
+            (getattr(self, f"{stage}_extra"), False),
+        ):
             if not len(metrics):
                 continue
             computed = metrics.compute()

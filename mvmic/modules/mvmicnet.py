@@ -159,6 +159,7 @@ class MVMICNet(BaseModule):
             with torch.no_grad():
                 x_hat = self.codec(x).x_hat.clamp(0, 1)
             loss, terms = self.task.loss(x_hat, batch)
+            self.check_finite(loss, terms)
             self.log("train_loss", loss, prog_bar=True, batch_size=bs)
             self.log_dict({f"train_{k}": v for k, v in terms.items()}, batch_size=bs)
             return loss
@@ -169,6 +170,7 @@ class MVMICNet(BaseModule):
             self.log_dict({f"train_{k}": v for k, v in task_terms.items()}, batch_size=bs)
         terms = self.criterion(out, x, task_loss)
         aux = self.codec.aux_loss()
+        self.check_finite(terms["loss"] + aux, {**terms, "aux": aux})
         self.log_dict({f"train_{k}": v.detach() for k, v in terms.items()}, batch_size=bs)
         self.log("train_aux_loss", aux.detach(), batch_size=bs)
         self.log("train_bpp_est", terms["bpp"].detach(), prog_bar=True, batch_size=bs)
@@ -199,7 +201,7 @@ class MVMICNet(BaseModule):
 
     def on_test_epoch_start(self) -> None:
         self.codec.update()
-        self._times = {"enc_ms": 0.0, "dec_ms": 0.0, "task_ms": 0.0, "n": 0}
+        self._per_image = {"enc_ms": 0.0, "dec_ms": 0.0, "task_ms": 0.0, "bytes": 0.0, "n": 0}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Real bits: every image goes through compress → bytes → decompress → task."""
@@ -217,13 +219,15 @@ class MVMICNet(BaseModule):
             payload = bitstream.payload_bytes
             self.test_extra["bpp"].update(torch.tensor(8.0 * payload / (h * w)))
             self.test_extra["bpp_container"].update(torch.tensor(8.0 * len(data) / (h * w)))
-            self._times["enc_ms"] += 1e3 * (t1 - t0)
-            self._times["dec_ms"] += 1e3 * (t2 - t1)
+            self._per_image["bytes"] += payload
+            self._per_image["enc_ms"] += 1e3 * (t1 - t0)
+            self._per_image["dec_ms"] += 1e3 * (t2 - t1)
         x_hat = torch.cat(decoded).to(x.device)
         t0 = time.perf_counter()
         preds = self.task.predict(x_hat)
-        self._times["task_ms"] += 1e3 * (time.perf_counter() - t0)
-        self._times["n"] += len(x)
+        self._per_image["task_ms"] += 1e3 * (time.perf_counter() - t0)
+        self._per_image["n"] += len(x)
+        self._size = (h, w)
         self.task.update_metrics(self.test_metrics, preds, batch)
         self.test_extra["psnr"].update(x_hat, x)
         self.test_extra["ms-ssim"].update(x_hat, x)
@@ -235,11 +239,15 @@ class MVMICNet(BaseModule):
 
     def on_test_epoch_end(self) -> None:
         record = self.log_stage_metrics("test")
-        n = max(self._times.pop("n"), 1)
+        n = max(self._per_image.pop("n"), 1)
         hp = self.hparams
         self.test_point = {
             **record,
-            **{k: v / n for k, v in self._times.items()},
+            # per-image means: payload bytes and timings (mvmic latency reads these)
+            **{k: v / n for k, v in self._per_image.items()},
+            "height": self._size[0],
+            "width": self._size[1],
+            "pixels": self._size[0] * self._size[1],
             "lmbda": hp.lmbda_d,
             "lmbda_t": hp.lmbda_t,
             "stage": hp.stage,

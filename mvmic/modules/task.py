@@ -52,6 +52,7 @@ class TaskModule(BaseModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, terms = self.task.loss(batch["image"], batch)
+        self.check_finite(loss, terms)
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["image"]))
         self.log_dict({f"train_{k}": v for k, v in terms.items()}, batch_size=len(batch["image"]))
         return loss

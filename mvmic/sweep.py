@@ -1,0 +1,292 @@
+"""``mvmic sweep``: stage 1 → stage 2 → test for each λ, then the curves.
+
+Each step is its own Lightning run in a subprocess (``python -m mvmic.cli fit|test …``), so every
+run starts clean. Layout under ``--root`` (default ``runs/sweep``)::
+
+    <root>/<param>_<value>/stage1/   checkpoints/last.ckpt, csv/, wandb/, DONE
+    <root>/<param>_<value>/stage2/   (init_from stage1/checkpoints/last.ckpt)
+    <root>/<param>_<value>/test/     DONE; the point goes to <root>/results/<dataset>/<method>.json
+    <root>/results/curves/           PNGs + BD tables (mvmic curves)
+
+A step with a ``DONE`` marker is skipped; a step with a ``checkpoints/last.ckpt`` but no marker
+was interrupted and is resumed with ``--ckpt_path <that file>``; anything else starts fresh
+(old checkpoints in its folder are deleted first). When a stage of a λ has to run, every later
+stage of that λ runs again too, since its input changes.
+
+Which λ: ``--param lmbda_d`` (default) varies the distortion weight of
+``L = R + λ_d·D + λ_t·L_task`` with ``D = 255²·MSE``, which is what CompressAI's λ grid
+(0.0018 … 0.0932) means, so that grid spans the usual rate range while λ_t stays at the
+config's value. ``--param lmbda_t`` varies the task weight instead (at the config's λ_d).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PARAMS = ("lmbda_d", "lmbda_t")
+
+
+@dataclass
+class Step:
+    """One Lightning run of the sweep."""
+
+    value: float
+    stage: str  # "stage1" | "stage2" | "test"
+    run_dir: Path
+    status: str  # "done" | "resume" | "todo"
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def marker(self) -> Path:
+        return self.run_dir / "DONE"
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.ckpt"
+
+
+def value_tag(param: str, value: float) -> str:
+    """Folder name for one λ, e.g. ``lmbda_d_0.0067``."""
+    return f"{param}_{value:g}"
+
+
+def step_status(run_dir: Path, stage: str) -> str:
+    if (run_dir / "DONE").is_file():
+        return "done"
+    if stage != "test" and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return "resume"
+    return "todo"
+
+
+def _load_yaml(config: str) -> tuple[Path, dict[str, Any]]:
+    import yaml
+
+    from mvmic.cli import resolve_config
+
+    path = Path(resolve_config(config))
+    if not path.is_file():
+        raise FileNotFoundError(f"config {config} not found (looked at {path} and in configs/)")
+    return path, yaml.safe_load(path.read_text()) or {}
+
+
+def _trainer_overrides(cfg: dict[str, Any], run_dir: Path, run_name: str, group: str) -> list[str]:
+    """Point the config's loggers and checkpoints at ``run_dir`` and the sweep's W&B group."""
+    trainer = cfg.get("trainer") or {}
+    loggers = trainer.get("logger")
+    if isinstance(loggers, dict):
+        loggers = [loggers]
+    new_loggers = []
+    for lg in loggers if isinstance(loggers, list) else []:
+        lg = json.loads(json.dumps(lg))
+        args = lg.setdefault("init_args", {})
+        if "save_dir" in args or "WandbLogger" in lg.get("class_path", ""):
+            args["save_dir"] = str(run_dir)
+        if "WandbLogger" in lg.get("class_path", ""):
+            args.update(name=run_name, group=group)
+            args.setdefault("offline", True)
+        new_loggers.append(lg)
+    callbacks = []
+    has_ckpt = False
+    for cb in trainer.get("callbacks") or []:
+        cb = json.loads(json.dumps(cb))
+        if "ModelCheckpoint" in cb.get("class_path", ""):
+            cb.setdefault("init_args", {}).update(dirpath=str(run_dir / "checkpoints"))
+            cb["init_args"]["save_last"] = True
+            has_ckpt = True
+        callbacks.append(cb)
+    if not has_ckpt:
+        callbacks.append(
+            {
+                "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True},
+            }
+        )
+    out = ["--trainer.default_root_dir", str(run_dir)]
+    if loggers is not None:
+        out += ["--trainer.logger", json.dumps(new_loggers) if new_loggers else "false"]
+    out += ["--trainer.callbacks", json.dumps(callbacks)]
+    return out
+
+
+def plan_sweep(
+    config: str,
+    values: Sequence[float],
+    root: str | Path = "runs/sweep",
+    param: str = "lmbda_d",
+    stage2_config: str | None = None,
+    results_dir: str | Path | None = None,
+    group: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[Step]:
+    """Every step of the sweep with its status and its ``mvmic`` argv (without the program).
+
+    Args:
+        config: stage-1 config (name in configs/ or path).
+        values: the λ values.
+        root: sweep folder.
+        param: ``lmbda_d`` or ``lmbda_t``.
+        stage2_config: stage-2 config; None runs stage 1 → test only (e.g. λ_t = 0 codecs).
+        results_dir: results store (default ``<root>/results``).
+        group: W&B group of every run (default: the root folder's name).
+        extra: further ``--key value`` overrides for every run (e.g. ``--data.root …``).
+    """
+    if param not in PARAMS:
+        raise ValueError(f"--param must be one of {PARAMS}, got {param!r}")
+    if not values:
+        raise ValueError("give at least one λ value, e.g. --lmbda 0.0018,0.0067")
+    root = Path(root)
+    results_dir = Path(results_dir) if results_dir else root / "results"
+    group = group or root.resolve().name
+    s1_path, s1_cfg = _load_yaml(config)
+    stages = [("stage1", s1_path, s1_cfg)]
+    if stage2_config:
+        s2_path, s2_cfg = _load_yaml(stage2_config)
+        stages.append(("stage2", s2_path, s2_cfg))
+    steps = []
+    for value in values:
+        tag = value_tag(param, value)
+        prev_ckpt: Path | None = None
+        common = [f"--model.{param}", repr(float(value)), "--model.results_dir", str(results_dir)]
+        upstream_done = True
+        for stage, path, cfg in stages:
+            run_dir = root / tag / stage
+            status = step_status(run_dir, stage)
+            if not upstream_done:
+                status = "todo"  # its input checkpoint is about to change: start it afresh
+            upstream_done = status == "done"
+            argv = ["fit", "--config", str(path), *common]
+            argv += _trainer_overrides(cfg, run_dir, f"{tag}_{stage}", group)
+            if prev_ckpt is not None:
+                argv += ["--model.init_from", str(prev_ckpt)]
+            argv += list(extra)
+            if status == "resume":
+                argv += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+            steps.append(Step(value, stage, run_dir, status, argv))
+            prev_ckpt = run_dir / "checkpoints" / "last.ckpt"
+        last_stage, last_path, last_cfg = stages[-1]
+        run_dir = root / tag / "test"
+        argv = ["test", "--config", str(last_path), *common]
+        argv += _trainer_overrides(last_cfg, run_dir, f"{tag}_test", group)
+        argv += list(extra) + ["--ckpt_path", str(prev_ckpt)]
+        status = step_status(run_dir, "test") if upstream_done else "todo"
+        steps.append(Step(value, "test", run_dir, status, argv))
+    return steps
+
+
+def run_step(step: Step, python: str = sys.executable) -> int:
+    """Run one step as ``python -m mvmic.cli …``; write its DONE marker if it succeeded."""
+    step.run_dir.mkdir(parents=True, exist_ok=True)
+    step.marker.unlink(missing_ok=True)  # stale after an upstream stage re-ran
+    if step.status == "todo":
+        # A fresh start must not pick up checkpoints of an earlier, different run.
+        for old in (step.run_dir / "checkpoints").glob("*.ckpt"):
+            old.unlink()
+    cmd = [python, "-m", "mvmic.cli", *step.argv]
+    (step.run_dir / "command.txt").write_text(" ".join(_quote(a) for a in cmd) + "\n")
+    env = dict(os.environ)
+    env.setdefault("WANDB_MODE", "offline")
+    rc = subprocess.call(cmd, env=env)
+    if rc == 0 and (step.stage == "test" or step.last_ckpt.is_file()):
+        step.marker.write_text("ok\n")
+    return rc
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def default_stage2(config: str) -> str | None:
+    """``<name>_stage2.yaml`` beside the stage-1 config, if there is one."""
+    from mvmic.cli import resolve_config
+
+    path = Path(resolve_config(config))
+    candidate = path.with_name(f"{path.stem}_stage2{path.suffix}")
+    return str(candidate) if candidate.is_file() else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mvmic sweep",
+        description="Stage 1 -> stage 2 -> test for each λ (separate Lightning runs), then "
+        "the curves. Unknown --key value options pass through to every run.",
+    )
+    p.add_argument("--config", required=True, help="stage-1 config (e.g. colondb_seg.yaml)")
+    p.add_argument("--lmbda", required=True, help="comma-separated λ values")
+    p.add_argument("--param", choices=PARAMS, default="lmbda_d", help="which λ to vary")
+    p.add_argument(
+        "--stage2_config",
+        default=None,
+        help="stage-2 config (default: <config>_stage2.yaml if it exists)",
+    )
+    p.add_argument("--no_stage2", action="store_true", help="stage 1 -> test only")
+    p.add_argument("--root", default="runs/sweep", help="sweep folder")
+    p.add_argument("--results_dir", default=None, help="results store (default ROOT/results)")
+    p.add_argument("--group", default=None, help="W&B group (default: ROOT's name)")
+    p.add_argument("--anchor", default=None, help="BD-rate anchor for the final curves")
+    p.add_argument("--no_wandb", action="store_true", help="do not log the final curves to W&B")
+    p.add_argument("--dry_run", action="store_true", help="print the plan and the commands")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mvmic sweep``: see :func:`build_parser`."""
+    args, extra = build_parser().parse_known_args(argv)
+    try:
+        values = [float(v) for v in args.lmbda.split(",") if v.strip()]
+    except ValueError:
+        print(
+            f"mvmic sweep: --lmbda must be numbers like 0.0018,0.0067, got {args.lmbda!r}",
+            file=sys.stderr,
+        )
+        return 2
+    stage2 = None if args.no_stage2 else (args.stage2_config or default_stage2(args.config))
+    steps = plan_sweep(
+        args.config, values, args.root, args.param, stage2, args.results_dir, args.group, extra
+    )
+    for step in steps:
+        print(f"[{step.status:>6}] {args.param}={step.value:g} {step.stage}: {step.run_dir}")
+    if args.dry_run:
+        for step in steps:
+            if step.status != "done":
+                print("mvmic " + " ".join(_quote(a) for a in step.argv))
+        return 0
+    failed = None
+    for step in steps:
+        if step.status == "done":
+            continue
+        # A later stage of a λ whose earlier stage just failed cannot run.
+        if failed is not None and failed == step.value:
+            continue
+        print(f"== {args.param}={step.value:g} {step.stage} ({step.status})", flush=True)
+        rc = run_step(step)
+        if rc != 0:
+            print(
+                f"mvmic sweep: {step.stage} for {args.param}={step.value:g} failed (exit {rc});"
+                f" see {step.run_dir}; re-run the same command to resume",
+                file=sys.stderr,
+            )
+            failed = step.value
+    results_dir = Path(args.results_dir) if args.results_dir else Path(args.root) / "results"
+    if results_dir.is_dir():
+        from mvmic.curves import main as curves_main
+
+        curves_args = [str(results_dir)] + (["--anchor", args.anchor] if args.anchor else [])
+        if not args.no_wandb:
+            group = args.group or Path(args.root).resolve().name
+            curves_args += ["--wandb", "--wandb_group", group, "--wandb_dir", str(args.root)]
+        curves_main(curves_args)
+    return 1 if failed is not None else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

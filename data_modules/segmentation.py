@@ -192,8 +192,13 @@ class SegmentationDataModule(LightningDataModule):
             ops += [
                 A.HorizontalFlip(p=0.5),
                 A.VerticalFlip(p=0.5),
-                A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-15, 15),
-                         border_mode=0, p=0.5),
+                A.Affine(
+                    scale=(0.9, 1.1),
+                    translate_percent=(-0.05, 0.05),
+                    rotate=(-15, 15),
+                    border_mode=0,
+                    p=0.5,
+                ),
             ]
             if self.in_channels == 3:
                 ops.append(A.ColorJitter(0.1, 0.1, 0.1, 0.02, p=0.5))

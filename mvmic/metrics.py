@@ -43,7 +43,10 @@ class MultiScaleSSIM(Metric):
         if not betas:
             return
         values = multiscale_structural_similarity_index_measure(
-            preds.float(), target.float(), data_range=self.data_range, betas=betas,
+            preds.float(),
+            target.float(),
+            data_range=self.data_range,
+            betas=betas,
             reduction="none",
         )
         self.total += values.double().sum()
@@ -59,7 +62,9 @@ def image_quality_metrics() -> MetricCollection:
     """PSNR (mean of per-image values, as CompressAI reports it) and MS-SSIM, images in [0, 1]."""
     return MetricCollection(
         {
-            "psnr": PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)),
+            "psnr": PeakSignalNoiseRatio(
+                data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)
+            ),
             "ms-ssim": MultiScaleSSIM(data_range=1.0),
         }
     )

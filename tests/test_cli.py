@@ -7,15 +7,36 @@ import pytest
 
 from mvmic.cli import main, resolve_config
 
-TINY = ["--data.image_size", "32", "--data.batch_size", "2", "--model.N", "8", "--model.M", "12",
-        "--model.encoder", "resnet18"]
-STEPS = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-         "--trainer.limit_val_batches", "1"]
+TINY = [
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "2",
+    "--model.N",
+    "8",
+    "--model.M",
+    "12",
+    "--model.encoder",
+    "resnet18",
+]
+STEPS = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+]
 
 
 def _mvmic(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "mvmic.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mvmic.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_bare_config_names_resolve_to_configs_folder(tmp_path):
@@ -31,18 +52,44 @@ def test_fit_stage1_then_stage2_then_test_writes_record_and_wandb_run(colondb_ro
     assert r.returncode == 0, r.stderr[-3000:]
     stage1 = tmp_path / "runs/colondb_seg/checkpoints/last.ckpt"
     assert stage1.is_file()
-    r = _mvmic("fit", "--config", "colondb_seg_stage2.yaml", *data, *TINY, *STEPS,
-               "--model.init_from", str(stage1), cwd=tmp_path)
+    r = _mvmic(
+        "fit",
+        "--config",
+        "colondb_seg_stage2.yaml",
+        *data,
+        *TINY,
+        *STEPS,
+        "--model.init_from",
+        str(stage1),
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     best = tmp_path / "runs/colondb_seg_stage2/checkpoints/best.ckpt"
-    r = _mvmic("test", "--config", "colondb_seg_stage2.yaml", *data, *TINY,
-               "--ckpt_path", str(best), cwd=tmp_path)
+    r = _mvmic(
+        "test",
+        "--config",
+        "colondb_seg_stage2.yaml",
+        *data,
+        *TINY,
+        "--ckpt_path",
+        str(best),
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     record = json.loads((tmp_path / "runs/results/colondb/MVMICNet_stage_2.json").read_text())
     assert record["name"] == "MVMICNet stage 2"
     results = record["results"]
-    for key in ("bpp", "bpp_est", "bpp_container", "psnr", "ms-ssim", "miou", "dice", "lmbda",
-                "stage"):
+    for key in (
+        "bpp",
+        "bpp_est",
+        "bpp_container",
+        "psnr",
+        "ms-ssim",
+        "miou",
+        "dice",
+        "lmbda",
+        "stage",
+    ):
         assert len(results[key]) == 1, key
     assert results["stage"] == [2] and results["lmbda"] == [0.0067]
     # Real bytes: the container costs more than its payload, both are positive.
@@ -54,8 +101,19 @@ def test_fit_stage1_then_stage2_then_test_writes_record_and_wandb_run(colondb_ro
 
 
 def test_missing_dataset_is_one_clear_line(tmp_path, capsys):
-    code = main(["fit", "--config", "colondb_seg.yaml", "--data.root", str(tmp_path / "none"),
-                 "--trainer.fast_dev_run", "1", "--trainer.logger", "false"])
+    code = main(
+        [
+            "fit",
+            "--config",
+            "colondb_seg.yaml",
+            "--data.root",
+            str(tmp_path / "none"),
+            "--trainer.fast_dev_run",
+            "1",
+            "--trainer.logger",
+            "false",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "mvmic synth colondb --out" in err and "Traceback" not in err
@@ -68,8 +126,14 @@ def test_help_lists_subcommands_and_configs(capsys):
 
 
 def test_synth_subcommand(tmp_path):
-    assert main(["synth", "colondb", "--out", str(tmp_path / "d"), "--num", "3", "--size", "16"]) == 0
-    assert sorted(p.name for p in Path(tmp_path / "d/images").iterdir()) == ["1.png", "2.png", "3.png"]
+    assert (
+        main(["synth", "colondb", "--out", str(tmp_path / "d"), "--num", "3", "--size", "16"]) == 0
+    )
+    assert sorted(p.name for p in Path(tmp_path / "d/images").iterdir()) == [
+        "1.png",
+        "2.png",
+        "3.png",
+    ]
 
 
 def test_unknown_synth_family_is_refused(tmp_path):

@@ -19,9 +19,18 @@ FAMILIES = {
     "hvsmr": ("hvsmr_root", []),
 }
 MODEL_OVERRIDES = {"N": "8", "M": "12", "encoder": "resnet18"}
-RUN = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
-       "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
-       "--trainer.logger", "false"]
+RUN = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "1",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.num_sanity_val_steps",
+    "0",
+    "--trainer.logger",
+    "false",
+]
 
 
 def _args(name: str, root: Path) -> list[str]:
@@ -33,6 +42,10 @@ def _args(name: str, root: Path) -> list[str]:
     for key, value in MODEL_OVERRIDES.items():
         if key in init_args and init_args[key] is not None:
             model += [f"--model.{key}", value]
+    # Checkpoints of earlier pipeline steps (demo configs) do not exist here.
+    for key in ("init_codec", "init_task"):
+        if init_args.get(key):
+            model += [f"--model.{key}", "null"]
     return ["--config", name, "--data.root", str(root), *data, *model]
 
 

@@ -41,7 +41,9 @@ def test_original_layout_bmp_with_p_prefix(tmp_path):
     pairs, layout = find_pairs(tmp_path)
     assert layout == "original"
     assert [(i.name, m.name) for i, m in pairs] == [
-        ("1.bmp", "p1.bmp"), ("2.bmp", "p2.bmp"), ("11.bmp", "p11.bmp")
+        ("1.bmp", "p1.bmp"),
+        ("2.bmp", "p2.bmp"),
+        ("11.bmp", "p11.bmp"),
     ]
 
 
@@ -51,8 +53,9 @@ def test_kvasir_jpeg_masks_are_thresholded_at_127(tmp_path):
     mask[:, 8:] = 255
     _write(tmp_path / "images" / "cju0.jpg", image)
     _write(tmp_path / "masks" / "cju0.jpg", mask)
-    dm = SegmentationDataModule(root=str(tmp_path), image_size=16, val_fraction=0,
-                                test_fraction=0, augment=False)
+    dm = SegmentationDataModule(
+        root=str(tmp_path), image_size=16, val_fraction=0, test_fraction=0, augment=False
+    )
     assert dm.dataset_name == "kvasir"
     pairs, layout = find_pairs(tmp_path)
     assert layout == "kvasir"
@@ -111,16 +114,18 @@ def test_split_is_saved_and_reloaded(colondb_root, tmp_path):
     dm.setup("fit")
     split_file = tmp_path / "split.json"
     split_file.write_text(json.dumps(dm.split))
-    again = SegmentationDataModule(root=str(colondb_root), image_size=32, seed=99,
-                                   split_file=str(split_file))
+    again = SegmentationDataModule(
+        root=str(colondb_root), image_size=32, seed=99, split_file=str(split_file)
+    )
     again.setup("fit")
     assert again.split == dm.split
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_batches_have_the_contract_shape(colondb_root, channels):
-    dm = SegmentationDataModule(root=str(colondb_root), image_size=[32, 48], in_channels=channels,
-                                batch_size=2)
+    dm = SegmentationDataModule(
+        root=str(colondb_root), image_size=[32, 48], in_channels=channels, batch_size=2
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, channels, 32, 48)

@@ -9,8 +9,14 @@ SMALL = dict(arch="Unet", encoder="resnet18", codec="bmshj2018-hyperprior", N=8,
 
 
 def _trainer(tmp_path, **kw):
-    return Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, **kw)
+    return Trainer(
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
 
 
 def test_stage2_freezes_the_codec_and_trains_only_the_task():

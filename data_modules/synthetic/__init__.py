@@ -20,8 +20,9 @@ GENERATORS = {
 DEFAULTS = {"colondb": (380, 256), "chestxdet": (60, 256), "isic2017": (60, 128), "hvsmr": (6, 64)}
 
 
-def generate(family: str, out: str | Path, num: int | None = None, size: int | None = None,
-             seed: int = 0) -> Path:
+def generate(
+    family: str, out: str | Path, num: int | None = None, size: int | None = None, seed: int = 0
+) -> Path:
     if family not in GENERATORS:
         raise ValueError(f"unknown dataset family {family!r}; choose one of {sorted(GENERATORS)}")
     module, fn = GENERATORS[family].split(":")

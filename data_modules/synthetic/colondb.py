@@ -21,8 +21,12 @@ def _blob(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: int):
     angle = np.arctan2(yy - cy, xx - cx)
     dist = np.hypot(yy - cy, xx - cx)
     # A lumpy outline: a few random harmonics on the radius.
-    radius = r0 * (1 + sum(rng.uniform(-0.12, 0.12) * np.cos(k * angle + rng.uniform(0, 6.3))
-                           for k in range(2, 6)))
+    radius = r0 * (
+        1
+        + sum(
+            rng.uniform(-0.12, 0.12) * np.cos(k * angle + rng.uniform(0, 6.3)) for k in range(2, 6)
+        )
+    )
     inside = dist < radius
     depth = np.clip(1 - (dist / radius) ** 2, 0, 1)  # dome height, 1 at the centre
     return inside, depth, (cy, cx, r0)
@@ -37,7 +41,7 @@ def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]
     img = base[None, None, :] * (1 + 0.12 * tissue[..., None])
     # Vessels: thin dark lines where a smooth field crosses zero.
     field = smooth_noise(rng, (s, s), s / 10)
-    vessels = np.exp(-(field / 0.08) ** 2)
+    vessels = np.exp(-((field / 0.08) ** 2))
     img *= 1 - 0.35 * vessels[..., None] * np.array([0.3, 1.0, 1.0])
     mask = np.zeros((s, s), bool)
     for _ in range(rng.choice([1, 1, 1, 2])):

@@ -12,8 +12,12 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float)
     return (n - n.mean()) / (n.std() + 1e-8)
 
 
-def fractal_noise(rng: np.random.Generator, shape: tuple[int, ...], sigmas: tuple[float, ...],
-                  weights: tuple[float, ...] | None = None) -> np.ndarray:
+def fractal_noise(
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    sigmas: tuple[float, ...],
+    weights: tuple[float, ...] | None = None,
+) -> np.ndarray:
     weights = weights or tuple(1.0 / (i + 1) for i in range(len(sigmas)))
     n = sum(w * smooth_noise(rng, shape, s) for s, w in zip(sigmas, weights))
     return (n - n.mean()) / (n.std() + 1e-8)

@@ -18,16 +18,28 @@ from mvmic.tasks.base import TaskNet
 SMP_ARCHITECTURES: dict[str, type[nn.Module]] = {
     name: getattr(smp, name)
     for name in (
-        "Unet", "UnetPlusPlus", "FPN", "DeepLabV3", "DeepLabV3Plus", "Linknet", "MAnet", "PAN",
-        "PSPNet", "UPerNet", "Segformer",
+        "Unet",
+        "UnetPlusPlus",
+        "FPN",
+        "DeepLabV3",
+        "DeepLabV3Plus",
+        "Linknet",
+        "MAnet",
+        "PAN",
+        "PSPNet",
+        "UPerNet",
+        "Segformer",
     )
     if hasattr(smp, name)
 }
 
 # A colour per class for image panels (background black).
-PALETTE = torch.tensor(
-    [[0, 0, 0], [0, 200, 0], [220, 40, 40], [40, 90, 230], [230, 200, 30], [200, 40, 200]]
-) / 255.0
+PALETTE = (
+    torch.tensor(
+        [[0, 0, 0], [0, 200, 0], [220, 40, 40], [40, 90, 230], [230, 200, 30], [200, 40, 200]]
+    )
+    / 255.0
+)
 
 
 def load_weights(module: nn.Module, path: str | Path, prefixes: tuple[str, ...] = ()) -> None:
@@ -43,7 +55,7 @@ def load_weights(module: nn.Module, path: str | Path, prefixes: tuple[str, ...] 
     obj = torch.load(path, map_location="cpu", weights_only=True)
     state = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
     for prefix in prefixes:
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if sub:
             state = sub
             break
@@ -146,11 +158,15 @@ class SegmentationNet(TaskNet):
             }
         )
 
-    def update_metrics(self, metrics: MetricCollection, preds: Tensor, batch: dict[str, Any]) -> None:
+    def update_metrics(
+        self, metrics: MetricCollection, preds: Tensor, batch: dict[str, Any]
+    ) -> None:
         metrics.update(preds, batch["mask"].long())
 
     def render(self, preds: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         palette = PALETTE.to(preds.device)
+
         def paint(m: Tensor) -> Tensor:
             return palette[m.long().clamp(0, len(palette) - 1)].permute(0, 3, 1, 2)
+
         return paint(preds), paint(batch["mask"])

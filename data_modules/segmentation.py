@@ -13,6 +13,7 @@ from lightning import LightningDataModule
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from data_modules.augment import apply_seeded
 from data_modules.splits import load_split, make_split, save_split
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -107,9 +108,14 @@ class SegmentationDataset(Dataset):
     """Image/mask pairs; masks are binarised at 127 (JPEG masks carry compression noise)."""
 
     def __init__(
-        self, pairs: list[tuple[Path, Path]], transform: A.Compose, in_channels: int = 3
+        self,
+        pairs: list[tuple[Path, Path]],
+        transform: A.Compose,
+        in_channels: int = 3,
+        random: bool = False,
     ) -> None:
         self.pairs, self.transform, self.in_channels = pairs, transform, in_channels
+        self.random = random  # augmenting: seed each sample from torch's RNG
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -118,7 +124,10 @@ class SegmentationDataset(Dataset):
         image_path, mask_path = self.pairs[i]
         image = np.asarray(_open(image_path).convert("RGB" if self.in_channels == 3 else "L"))
         mask = (np.asarray(_open(mask_path).convert("L")) > 127).astype(np.uint8)
-        out = self.transform(image=image, mask=mask)
+        if self.random:
+            out = apply_seeded(self.transform, image=image, mask=mask)
+        else:
+            out = self.transform(image=image, mask=mask)
         image = torch.from_numpy(np.array(out["image"])).float() / 255.0
         image = image.permute(2, 0, 1) if image.dim() == 3 else image.unsqueeze(0)
         mask = torch.from_numpy(np.array(out["mask"])).long()
@@ -226,6 +235,7 @@ class SegmentationDataModule(LightningDataModule):
                 [by_name[n] for n in self.split[part]],
                 self.transforms(train=part == "train"),
                 self.in_channels,
+                random=part == "train" and self.hparams.augment,
             )
             for part in ("train", "val", "test")
         }

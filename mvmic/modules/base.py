@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
+import numpy as np
 import torch
 from lightning import LightningModule
 from torchmetrics import MetricCollection
 
 from mvmic.tasks import TaskNet, build_task
+
+
+def rng_state() -> dict[str, Any]:
+    """torch, numpy and Python RNG states as plain tensors/ints (weights_only-loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 class BaseModule(LightningModule):
@@ -82,6 +109,7 @@ class BaseModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets mvmic.modules.load_module rebuild the right class from the file alone.
         checkpoint["mvmic_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["mvmic_rng"] = rng_state()
 
     #: hyperparameters that must agree between a checkpoint and the module loading it
     IDENTITY_KEYS = (
@@ -115,6 +143,11 @@ class BaseModule(LightningModule):
                 + "; ".join(diffs)
                 + ". Use the config the checkpoint was trained with."
             )
+        if "mvmic_rng" in checkpoint:
+            # A resumed run continues the random streams (codec noise, shuffling,
+            # augmentation) of the run that saved the checkpoint. Lightning isolates the
+            # sanity check's RNG, so nothing consumes them before training resumes.
+            set_rng_state(checkpoint["mvmic_rng"])
 
     def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         """Stop at the first non-finite loss, naming the step and the term that went bad."""

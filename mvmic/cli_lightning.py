@@ -21,3 +21,12 @@ class MvmicLightningCLI(LightningCLI):
             args=args,
             **kwargs,
         )
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning would replace the config's (and the command line's) model arguments with
+        # the checkpoint's hyperparameters, so `--model.results_dir` and the like would be
+        # silently ignored in `mvmic test --ckpt_path`. mvmic keeps the config in charge;
+        # a checkpoint that does not fit it is refused by BaseModule.on_load_checkpoint with
+        # a message naming both.
+        return
+

@@ -16,7 +16,10 @@ FAMILIES = {
     "demo": ("colondb_root", ["--data.image_size", "32", "--data.batch_size", "2"]),
     "chestxdet": ("chestxdet_root", ["--data.image_size", "64", "--data.batch_size", "2"]),
     "isic": ("isic_root", ["--data.image_size", "32", "--data.batch_size", "2"]),
-    "hvsmr": ("hvsmr_root", []),
+    "hvsmr": (
+        "hvsmr_root",
+        ["--data.crop_size", "[16,16,16]", "--model.roi_size", "[16,16,16]"],
+    ),
 }
 MODEL_OVERRIDES = {"N": "8", "M": "12", "encoder": "resnet18"}
 RUN = [

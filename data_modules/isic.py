@@ -1,0 +1,140 @@
+"""ISIC 2017 Part 1 (lesion segmentation) in its public layout, with the official splits.
+
+Layout (as downloaded from the ISIC challenge site)::
+
+    ROOT/ISIC-2017_Training_Data/ISIC_0000000.jpg            (+ *_superpixels.png, skipped)
+    ROOT/ISIC-2017_Training_Part1_GroundTruth/ISIC_0000000_segmentation.png   (0/255)
+    ROOT/ISIC-2017_Validation_Data/…, ROOT/ISIC-2017_Validation_Part1_GroundTruth/…
+    ROOT/ISIC-2017_Test_v2_Data/…,   ROOT/ISIC-2017_Test_v2_Part1_GroundTruth/…  (or Test_)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+
+from data_modules.segmentation import SegmentationDataset
+
+#: split -> folder names tried in order (the official test set is published as "Test_v2")
+SPLIT_DIRS = {"train": ("Training",), "val": ("Validation",), "test": ("Test_v2", "Test")}
+
+
+def find_isic_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
+    """Image/mask pairs of one official split, matched by ISIC id (never by sort order)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"ISIC 2017 root {root} does not exist; point data.root at the folder holding "
+            f"ISIC-2017_Training_Data etc., or make a synthetic twin: "
+            f"mvmic synth isic2017 --out {root}"
+        )
+    for name in SPLIT_DIRS[split]:
+        data_dir = root / f"ISIC-2017_{name}_Data"
+        gt_dir = root / f"ISIC-2017_{name}_Part1_GroundTruth"
+        if data_dir.is_dir():
+            break
+    else:
+        tried = ", ".join(f"ISIC-2017_{n}_Data" for n in SPLIT_DIRS[split])
+        raise FileNotFoundError(f"{root}: no {split} images folder (looked for {tried})")
+    if not gt_dir.is_dir():
+        raise FileNotFoundError(f"{gt_dir} is missing: the {split} split needs its Part 1 masks")
+    images = {
+        p.stem: p
+        for p in sorted(data_dir.iterdir())
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.stem.endswith("_superpixels")
+    }
+    masks = {p.stem[: -len("_segmentation")]: p for p in sorted(gt_dir.glob("*_segmentation.png"))}
+    no_mask = sorted(set(images) - set(masks))
+    if no_mask:
+        raise ValueError(
+            f"{len(no_mask)} image(s) in {data_dir} have no <id>_segmentation.png in {gt_dir}: "
+            + ", ".join(no_mask[:5])
+            + (" …" if len(no_mask) > 5 else "")
+        )
+    if not images:
+        raise ValueError(f"{data_dir}: no ISIC_*.jpg images")
+    return [(images[k], masks[k]) for k in sorted(images)]
+
+
+class ISICDataModule(LightningDataModule):
+    """ISIC 2017 Part 1: dermoscopy images and binary lesion masks (2 classes).
+
+    Args:
+        root: folder holding the ``ISIC-2017_<Split>_Data`` / ``_Part1_GroundTruth`` folders.
+        image_size: resize to this square side (ISIC images differ in size; a batch needs one).
+        batch_size, num_workers: loader settings.
+        augment: flips, 90° rotations and colour jitter on the training split.
+        eval_batch_size: batch size of validation/test (default: ``batch_size``).
+    """
+
+    dataset_name = "isic2017"
+
+    def __init__(
+        self,
+        root: str = "data/ISIC2017",
+        image_size: int = 128,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        augment: bool = True,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.in_channels = 3
+        self.num_classes = 2
+        self.datasets: dict[str, SegmentationDataset] = {}
+
+    def transforms(self, train: bool) -> A.Compose:
+        s = self.hparams.image_size
+        ops: list[A.BasicTransform] = [A.Resize(s, s)]
+        if train and self.hparams.augment:
+            ops += [
+                A.HorizontalFlip(p=0.5),
+                A.VerticalFlip(p=0.5),
+                A.RandomRotate90(p=0.5),
+                A.ColorJitter(0.1, 0.1, 0.1, 0.02, p=0.5),
+            ]
+        return A.Compose(ops)
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+        }.get(stage or "fit", ("train", "val", "test"))
+        for split in splits:
+            if split not in self.datasets:
+                pairs = find_isic_pairs(self.hparams.root, split)
+                self.datasets[split] = SegmentationDataset(
+                    pairs, self.transforms(split == "train"), in_channels=3
+                )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        bs = (
+            self.hparams.batch_size
+            if shuffle
+            else (self.hparams.eval_batch_size or self.hparams.batch_size)
+        )
+        return DataLoader(
+            self.datasets[split],
+            batch_size=bs,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

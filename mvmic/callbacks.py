@@ -28,8 +28,12 @@ class ImagePanels(Callback):
         self.max_images = max_images
 
     def _draw(self, trainer: Trainer, module: LightningModule, tag: str) -> None:
-        panel = getattr(module, "panel", None)
-        if not panel or not trainer.is_global_zero or trainer.sanity_checking:
+        panel, module.panel = getattr(module, "panel", None), None
+        if trainer.sanity_checking:
+            return
+        # trainer.log_dir is a collective (broadcast) under DDP: every rank must ask for it.
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        if not panel or not trainer.is_global_zero:
             return
         n = min(self.max_images, len(panel["image"]))
         batch = {k: (v[:n] if hasattr(v, "__getitem__") else v) for k, v in panel["batch"].items()}
@@ -41,13 +45,12 @@ class ImagePanels(Callback):
         columns += [pred_rgb.float().cpu(), target_rgb.float().cpu()]
         rows = torch.stack(columns, 1).flatten(0, 1)
         grid = make_grid(rows, nrow=len(columns), padding=2, pad_value=1.0)
-        out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "images"
+        out_dir = Path(log_dir) / "images"
         out_dir.mkdir(parents=True, exist_ok=True)
         save_image(grid, out_dir / f"{tag}_epoch{trainer.current_epoch:03d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=f"{tag}_panel", images=[grid], step=trainer.global_step)
-        module.panel = None
 
     def on_validation_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
         self._draw(trainer, module, "val")

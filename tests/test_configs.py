@@ -14,7 +14,17 @@ CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
 FAMILIES = {
     "colondb": ("colondb_root", ["--data.image_size", "32", "--data.batch_size", "2"]),
     "demo": ("colondb_root", ["--data.image_size", "32", "--data.batch_size", "2"]),
-    "chestxdet": ("chestxdet_root", ["--data.image_size", "64", "--data.batch_size", "2"]),
+    "chestxdet": (
+        "chestxdet_root",
+        [
+            "--data.image_size",
+            "64",
+            "--data.batch_size",
+            "2",
+            "--model.task_args",
+            '{"min_size": 64, "max_size": 64}',
+        ],
+    ),
     "isic": ("isic_root", ["--data.image_size", "32", "--data.batch_size", "2"]),
     "hvsmr": (
         "hvsmr_root",

@@ -59,12 +59,13 @@ def load_weights(module: nn.Module, path: str | Path, prefixes: tuple[str, ...] 
         if sub:
             state = sub
             break
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if len(missing) == len(module.state_dict()):
+    # BatchNorm's num_batches_tracked is never reported missing, so count matches instead.
+    if not set(state) & set(module.state_dict()):
         raise ValueError(
             f"{path}: none of its {len(state)} tensors match {type(module).__name__} "
             f"(first key {next(iter(state), None)!r}); is it a weights file for this network?"
         )
+    module.load_state_dict(state, strict=False)
 
 
 class SegmentationNet(TaskNet):

@@ -29,4 +29,3 @@ class MvmicLightningCLI(LightningCLI):
         # a checkpoint that does not fit it is refused by BaseModule.on_load_checkpoint with
         # a message naming both.
         return
-

@@ -48,7 +48,7 @@ RUN = [
 
 def _args(name: str, root: Path) -> list[str]:
     config = yaml.safe_load((CONFIG_DIR / name).read_text())
-    family = name.split("_")[0]
+    family = name.removesuffix(".yaml").split("_")[0]
     fixture, data = FAMILIES[family]
     init_args = config["model"].get("init_args", {})
     model = []
@@ -64,7 +64,7 @@ def _args(name: str, root: Path) -> list[str]:
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_runs_a_step(name, request, tmp_path, monkeypatch):
-    family = name.split("_")[0]
+    family = name.removesuffix(".yaml").split("_")[0]
     assert family in FAMILIES, f"add {name}'s family to FAMILIES"
     root = request.getfixturevalue(FAMILIES[family][0])
     monkeypatch.chdir(tmp_path)

@@ -21,10 +21,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-from lightning import LightningDataModule
 from monai.transforms import Compose, RandFlipd, RandSpatialCropd, SpatialPadd
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from data_modules.base import SplitDataModule
 from data_modules.splits import load_split, make_split, save_split
 
 _IMAGE = re.compile(r"^(?P<stem>.*pat(?P<n>\d+))\.nii(\.gz)?$")
@@ -126,7 +126,7 @@ def _plain(t: Any) -> torch.Tensor:
     return t.as_tensor() if hasattr(t, "as_tensor") else torch.as_tensor(t)
 
 
-class HVSMRDataModule(LightningDataModule):
+class HVSMRDataModule(SplitDataModule):
     """HVSMR 2016: 3D cardiac MR, labels background / myocardium / blood pool.
 
     Args:
@@ -191,23 +191,6 @@ class HVSMRDataModule(LightningDataModule):
             "test": HVSMRDataset(vols["test"]),
         }
 
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[part],
-            batch_size=self.hparams.batch_size if shuffle else 1,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+    def batch_size_for(self, part: str) -> int:
+        # Evaluation runs on whole volumes of differing sizes, one at a time.
+        return self.hparams.batch_size if part == "train" else 1

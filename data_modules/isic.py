@@ -13,9 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import albumentations as A
-from lightning import LightningDataModule
-from torch.utils.data import DataLoader
 
+from data_modules.base import SplitDataModule
 from data_modules.segmentation import SegmentationDataset
 
 #: split -> folder names tried in order (the official test set is published as "Test_v2")
@@ -59,7 +58,7 @@ def find_isic_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     return [(images[k], masks[k]) for k in sorted(images)]
 
 
-class ISICDataModule(LightningDataModule):
+class ISICDataModule(SplitDataModule):
     """ISIC 2017 Part 1: dermoscopy images and binary lesion masks (2 classes).
 
     Args:
@@ -113,28 +112,7 @@ class ISICDataModule(LightningDataModule):
                     pairs, self.transforms(split == "train"), in_channels=3
                 )
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        bs = (
-            self.hparams.batch_size
-            if shuffle
-            else (self.hparams.eval_batch_size or self.hparams.batch_size)
-        )
-        return DataLoader(
-            self.datasets[split],
-            batch_size=bs,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            drop_last=False,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+    def batch_size_for(self, part: str) -> int:
+        if part == "train":
+            return self.hparams.batch_size
+        return self.hparams.eval_batch_size or self.hparams.batch_size

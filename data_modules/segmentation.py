@@ -9,11 +9,11 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
-from lightning import LightningDataModule
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from data_modules.augment import apply_seeded
+from data_modules.base import SplitDataModule
 from data_modules.splits import load_split, make_split, save_split
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -134,7 +134,7 @@ class SegmentationDataset(Dataset):
         return {"image": image, "mask": mask, "name": image_path.stem}
 
 
-class SegmentationDataModule(LightningDataModule):
+class SegmentationDataModule(SplitDataModule):
     """CVC-ColonDB and Kvasir-SEG in their public layouts.
 
     Args:
@@ -240,24 +240,6 @@ class SegmentationDataModule(LightningDataModule):
             for part in ("train", "val", "test")
         }
 
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[part],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            drop_last=shuffle and len(self.datasets[part]) > self.hparams.batch_size,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def drop_last(self, part: str) -> bool:
+        # A short last training batch would skew BatchNorm; keep it when it is the only one.
+        return part == "train" and len(self.datasets[part]) > self.hparams.batch_size

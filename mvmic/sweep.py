@@ -6,6 +6,7 @@ run starts clean. Layout under ``--root`` (default ``runs/sweep``)::
     <root>/<param>_<value>/stage1/   checkpoints/last.ckpt, csv/, wandb/, DONE
     <root>/<param>_<value>/stage2/   (init_from stage1/checkpoints/last.ckpt)
     <root>/<param>_<value>/test/     DONE; the point goes to <root>/results/<dataset>/<method>.json
+    <root>/<param>_<value>/test_stage1/   only with ``--test_every_stage``: stage 1's own point
     <root>/results/curves/           PNGs + BD tables (mvmic curves)
 
 A step with a ``DONE`` marker is skipped; a step with a ``checkpoints/last.ckpt`` but no marker
@@ -39,7 +40,7 @@ class Step:
     """One Lightning run of the sweep."""
 
     value: float
-    stage: str  # "stage1" | "stage2" | "test"
+    stage: str  # "stage1" | "stage2" | "test_stage1" | "test"
     run_dir: Path
     status: str  # "done" | "resume" | "todo"
     argv: list[str] = field(default_factory=list)
@@ -61,7 +62,7 @@ def value_tag(param: str, value: float) -> str:
 def step_status(run_dir: Path, stage: str) -> str:
     if (run_dir / "DONE").is_file():
         return "done"
-    if stage != "test" and (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if not stage.startswith("test") and (run_dir / "checkpoints" / "last.ckpt").is_file():
         return "resume"
     return "todo"
 
@@ -125,6 +126,7 @@ def plan_sweep(
     results_dir: str | Path | None = None,
     group: str | None = None,
     extra: Sequence[str] = (),
+    test_every_stage: bool = False,
 ) -> list[Step]:
     """Every step of the sweep with its status and its ``mvmic`` argv (without the program).
 
@@ -137,6 +139,8 @@ def plan_sweep(
         results_dir: results store (default ``<root>/results``).
         group: W&B group of every run (default: the root folder's name).
         extra: further ``--key value`` overrides for every run (e.g. ``--data.root …``).
+        test_every_stage: also test each earlier stage's checkpoint (``test_stage1/``), so
+            stage 1 and stage 2 of every λ land on the curves side by side.
     """
     if param not in PARAMS:
         raise ValueError(f"--param must be one of {PARAMS}, got {param!r}")
@@ -156,7 +160,7 @@ def plan_sweep(
         prev_ckpt: Path | None = None
         common = [f"--model.{param}", repr(float(value)), "--model.results_dir", str(results_dir)]
         upstream_done = True
-        for stage, path, cfg in stages:
+        for i, (stage, path, cfg) in enumerate(stages):
             run_dir = root / tag / stage
             status = step_status(run_dir, stage)
             if not upstream_done:
@@ -171,13 +175,14 @@ def plan_sweep(
                 argv += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
             steps.append(Step(value, stage, run_dir, status, argv))
             prev_ckpt = run_dir / "checkpoints" / "last.ckpt"
-        last_stage, last_path, last_cfg = stages[-1]
-        run_dir = root / tag / "test"
-        argv = ["test", "--config", str(last_path), *common]
-        argv += _trainer_overrides(last_cfg, run_dir, f"{tag}_test", group)
-        argv += list(extra) + ["--ckpt_path", str(prev_ckpt)]
-        status = step_status(run_dir, "test") if upstream_done else "todo"
-        steps.append(Step(value, "test", run_dir, status, argv))
+            last = i == len(stages) - 1
+            if last or test_every_stage:
+                test_dir = root / tag / ("test" if last else f"test_{stage}")
+                test_status = step_status(test_dir, "test") if upstream_done else "todo"
+                argv = ["test", "--config", str(path), *common]
+                argv += _trainer_overrides(cfg, test_dir, f"{tag}_{test_dir.name}", group)
+                argv += list(extra) + ["--ckpt_path", str(prev_ckpt)]
+                steps.append(Step(value, test_dir.name, test_dir, test_status, argv))
     return steps
 
 
@@ -194,7 +199,7 @@ def run_step(step: Step, python: str = sys.executable) -> int:
     env = dict(os.environ)
     env.setdefault("WANDB_MODE", "offline")
     rc = subprocess.call(cmd, env=env)
-    if rc == 0 and (step.stage == "test" or step.last_ckpt.is_file()):
+    if rc == 0 and (step.stage.startswith("test") or step.last_ckpt.is_file()):
         step.marker.write_text("ok\n")
     return rc
 
@@ -229,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="stage-2 config (default: <config>_stage2.yaml if it exists)",
     )
     p.add_argument("--no_stage2", action="store_true", help="stage 1 -> test only")
+    p.add_argument(
+        "--test_every_stage",
+        action="store_true",
+        help="also test stage 1's checkpoint of every λ (stage 1 and 2 on the same curves)",
+    )
     p.add_argument("--root", default="runs/sweep", help="sweep folder")
     p.add_argument("--results_dir", default=None, help="results store (default ROOT/results)")
     p.add_argument("--group", default=None, help="W&B group (default: ROOT's name)")
@@ -251,7 +261,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     stage2 = None if args.no_stage2 else (args.stage2_config or default_stage2(args.config))
     steps = plan_sweep(
-        args.config, values, args.root, args.param, stage2, args.results_dir, args.group, extra
+        args.config,
+        values,
+        args.root,
+        args.param,
+        stage2,
+        args.results_dir,
+        args.group,
+        extra,
+        args.test_every_stage,
     )
     for step in steps:
         print(f"[{step.status:>6}] {args.param}={step.value:g} {step.stage}: {step.run_dir}")
@@ -260,12 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if step.status != "done":
                 print("mvmic " + " ".join(_quote(a) for a in step.argv))
         return 0
-    failed = None
+    failed, blocked = False, set()
     for step in steps:
         if step.status == "done":
             continue
-        # A later stage of a λ whose earlier stage just failed cannot run.
-        if failed is not None and failed == step.value:
+        # A later stage of a λ whose earlier training stage just failed cannot run.
+        if step.value in blocked:
             continue
         print(f"== {args.param}={step.value:g} {step.stage} ({step.status})", flush=True)
         rc = run_step(step)
@@ -275,7 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" see {step.run_dir}; re-run the same command to resume",
                 file=sys.stderr,
             )
-            failed = step.value
+            failed = True
+            if not step.stage.startswith("test"):
+                blocked.add(step.value)
     results_dir = Path(args.results_dir) if args.results_dir else Path(args.root) / "results"
     if results_dir.is_dir():
         from mvmic.curves import main as curves_main
@@ -285,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             group = args.group or Path(args.root).resolve().name
             curves_args += ["--wandb", "--wandb_group", group, "--wandb_dir", str(args.root)]
         curves_main(curves_args)
-    return 1 if failed is not None else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

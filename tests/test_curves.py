@@ -260,6 +260,37 @@ def test_sweep_plan_skips_done_and_resumes_interrupted(tmp_path, monkeypatch):
     assert ran == [(0.0067, "stage1"), (0.0067, "stage2"), (0.0067, "test")]
 
 
+def test_sweep_tests_every_stage_and_a_failed_test_blocks_nothing(tmp_path, monkeypatch):
+    s1, s2 = _config(tmp_path, "seg.yaml"), _config(tmp_path, "seg_stage2.yaml")
+    root = tmp_path / "sweep"
+    (root / "lmbda_d_0.01" / "stage1").mkdir(parents=True)
+    (root / "lmbda_d_0.01" / "stage1" / "DONE").write_text("ok\n")
+    steps = sweep.plan_sweep(str(s1), [0.01], root, stage2_config=str(s2), test_every_stage=True)
+    assert [(s.stage, s.status) for s in steps] == [
+        ("stage1", "done"),
+        ("test_stage1", "todo"),
+        ("stage2", "todo"),
+        ("test", "todo"),
+    ]
+    t1 = steps[1]
+    stage1_ckpt = str(root / "lmbda_d_0.01" / "stage1" / "checkpoints" / "last.ckpt")
+    assert t1.argv[:3] == ["test", "--config", str(s1)]
+    assert t1.argv[-2:] == ["--ckpt_path", stage1_ckpt]
+    assert t1.run_dir == root / "lmbda_d_0.01" / "test_stage1"
+    assert steps[2].argv[steps[2].argv.index("--model.init_from") + 1] == stage1_ckpt
+
+    ran = []
+
+    def fake_run(step):
+        ran.append(step.stage)
+        return 1 if step.stage == "test_stage1" else 0
+
+    monkeypatch.setattr(sweep, "run_step", fake_run)
+    args = ["--config", str(s1), "--lmbda", "0.01", "--root", str(root), "--no_wandb"]
+    assert sweep.main([*args, "--test_every_stage"]) == 1  # the failure is reported...
+    assert ran == ["test_stage1", "stage2", "test"]  # ...but stage 2 still ran
+
+
 def test_sweep_rejects_bad_param(tmp_path):
     with pytest.raises(ValueError, match="--param must be one of"):
         sweep.plan_sweep(str(_config(tmp_path, "a.yaml")), [0.1], tmp_path, param="lmbda")

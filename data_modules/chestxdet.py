@@ -32,6 +32,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from torch.utils.data import DataLoader, Dataset
 
+from data_modules.augment import apply_seeded
+from data_modules.base import BadFilePolicy, UnreadableFileError, check_on_bad_image, train_loader
+from data_modules.base import image_size as read_image_size
+
 CHESTXDET_CLASSES = (
     "Atelectasis", "Calcification", "Cardiomegaly", "Consolidation", "Diffuse Nodule",
     "Effusion", "Emphysema", "Fibrosis", "Fracture", "Mass", "Nodule", "Pleural Thickening",
@@ -73,6 +77,7 @@ class ChestXDetDataset(Dataset):
         self.records = records
         self.in_channels = in_channels
         self.with_masks = with_masks
+        self.augment = augment  # seeded from torch's RNG, as data_modules.augment explains
         h, w = image_size
         ops: list[A.BasicTransform] = [A.Resize(h, w)]
         if augment:
@@ -109,9 +114,11 @@ class ChestXDetDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
-        with Image.open(rec.path) as im:
-            im = im.convert("L" if self.in_channels == 1 else "RGB")
-            image = np.asarray(im)
+        try:
+            with Image.open(rec.path) as im:
+                image = np.asarray(im.convert("L" if self.in_channels == 1 else "RGB"))
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for bad data
+            raise UnreadableFileError(rec.path, str(err)) from None
         if image.shape[:2] != (rec.height, rec.width):
             raise ValueError(
                 f"{rec.path}: image is {image.shape[1]}x{image.shape[0]} but its annotation "
@@ -125,7 +132,7 @@ class ChestXDetDataset(Dataset):
         }
         if self.with_masks and len(rec.labels):
             kw["masks"] = list(self._masks(rec))
-        out = self.transform(**kw)
+        out = apply_seeded(self.transform, **kw) if self.augment else self.transform(**kw)
         img = torch.from_numpy(np.array(out["image"], dtype=np.float32)) / 255.0
         img = img[None] if img.ndim == 2 else img.permute(2, 0, 1)
         h, w = img.shape[-2:]
@@ -177,7 +184,7 @@ def _detect_layout(data: Any, path: Path) -> str:
     )
 
 
-class ChestXDetDataModule(L.LightningDataModule):
+class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
     """ChestX-Det (13 classes), ChestX-Det10 (10 classes) or COCO-json detection data.
 
     Batches: ``image`` B×C×H×W floats in [0, 1], ``target`` a list of B dicts with ``boxes``
@@ -199,6 +206,10 @@ class ChestXDetDataModule(L.LightningDataModule):
         augment: flip / small affine / brightness-contrast on train.
         split_file: JSON of the validation split; read if it exists, else written there.
             Default: ``<trainer.log_dir>/chestxdet_split.json`` when a trainer is attached.
+        on_bad_image: ``"error"`` (default): an unreadable image stops with its file name
+            (headers are read at setup, pixels when loaded); ``"skip"``: every image is decoded
+            at setup and unreadable ones are left out, each named in a warning and counted in
+            ``skipped``. The validation split is drawn as if they were there.
     """
 
     dataset_name = "chestxdet"
@@ -218,8 +229,10 @@ class ChestXDetDataModule(L.LightningDataModule):
         with_masks: bool = False,
         augment: bool = True,
         split_file: str | None = None,
+        on_bad_image: str = "error",
     ) -> None:
         super().__init__()
+        self.on_bad_image = check_on_bad_image(on_bad_image)
         self.root = Path(root)
         if invalid_boxes not in ("fail", "drop"):
             raise ValueError(f"invalid_boxes must be 'fail' or 'drop', got {invalid_boxes!r}")
@@ -369,8 +382,9 @@ class ChestXDetDataModule(L.LightningDataModule):
         if layout == "coco":
             return self._parse_coco(split, path, data)
         index = {c: i + 1 for i, c in enumerate(self.classes)}
-        records = []
-        for k, e in enumerate(data):
+
+        def entry(ke: tuple[int, dict[str, Any]]) -> DetRecord:
+            k, e = ke
             name = e["file_name"]
             syms, boxes = e["syms"], e["boxes"]
             polys = e.get("polygons") if self.with_masks or layout == "chestxdet" else None
@@ -386,8 +400,7 @@ class ChestXDetDataModule(L.LightningDataModule):
                     + " — each finding needs one of each"
                 )
             img_path = self._image_path(split, name, path)
-            with Image.open(img_path) as im:
-                width, height = im.size
+            width, height = read_image_size(img_path, decode=self.on_bad_image == "skip")
             keep_boxes, keep_labels, keep_segms = [], [], []
             for j, (sym, box) in enumerate(zip(syms, boxes)):
                 if sym not in index:
@@ -404,28 +417,26 @@ class ChestXDetDataModule(L.LightningDataModule):
                 keep_labels.append(index[sym])
                 if poly is not None:
                     keep_segms.append(poly)
-            records.append(
-                DetRecord(
+            return DetRecord(
                     path=img_path, name=Path(name).stem, width=width, height=height,
                     boxes=np.asarray(keep_boxes, dtype=np.float32).reshape(-1, 4),
                     labels=np.asarray(keep_labels, dtype=np.int64),
                     segms=keep_segms if self.with_masks else None,
-                )
             )  # fmt: skip
-        return records
+
+        return self.read_all(list(enumerate(data)), entry, f"{self.layout} {split}")
 
     def _parse_coco(self, split: str, path: Path, data: dict[str, Any]) -> list[DetRecord]:
         anns: dict[int, list[dict[str, Any]]] = {}
         for a in data["annotations"]:
             anns.setdefault(a["image_id"], []).append(a)
-        records = []
-        for img in data["images"]:
+
+        def entry(img: dict[str, Any]) -> DetRecord:
             name = img["file_name"]
             img_path = self._image_path(split, name, path)
-            width, height = img.get("width"), img.get("height")
-            if width is None or height is None:
-                with Image.open(img_path) as im:
-                    width, height = im.size
+            # Opened even when the json gives the size: an unreadable file is found here.
+            size = read_image_size(img_path, decode=self.on_bad_image == "skip")
+            width, height = img.get("width") or size[0], img.get("height") or size[1]
             boxes, labels, segms = [], [], []
             for a in anns.get(img["id"], []):
                 if a.get("iscrowd", 0):
@@ -453,15 +464,14 @@ class ChestXDetDataModule(L.LightningDataModule):
                 boxes.append(box)
                 labels.append(self._cat_to_label[a["category_id"]])
                 segms.append(polys if polys is not None else seg)
-            records.append(
-                DetRecord(
+            return DetRecord(
                     path=img_path, name=Path(name).stem, width=width, height=height,
                     boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
                     labels=np.asarray(labels, dtype=np.int64),
                     segms=segms if self.with_masks else None,
-                )
             )  # fmt: skip
-        return records
+
+        return self.read_all(data["images"], entry, f"coco {split}")
 
     # ---------------------------------------------------------------- splits
     def _split_path(self) -> Path | None:
@@ -471,8 +481,13 @@ class ChestXDetDataModule(L.LightningDataModule):
         log_dir = getattr(trainer, "log_dir", None) if trainer is not None else None
         return Path(log_dir) / "chestxdet_split.json" if log_dir else None
 
-    def _make_split(self, records: list[DetRecord]) -> dict[str, list[str]]:
-        names = sorted(r.name for r in records)
+    def _make_split(
+        self, records: list[DetRecord], skipped: frozenset[str] = frozenset()
+    ) -> dict[str, list[str]]:
+        """The seeded train/val split, drawn (or checked) over the records and the ``skipped``
+        names alike, so an unreadable image moves no other between train and val; the
+        skipped names are then left out."""
+        names = sorted({r.name for r in records} | skipped)
         path = self._split_path()
         if path is not None and path.is_file():
             split = _load_json(path)
@@ -482,7 +497,7 @@ class ChestXDetDataModule(L.LightningDataModule):
                     f"split file {path} does not match {self.train_json} "
                     f"(needs 'train' and 'val' lists of its images; unknown: {sorted(missing)[:5]})"
                 )
-            return {"train": split["train"], "val": split["val"]}
+            return {k: [n for n in split[k] if n not in skipped] for k in ("train", "val")}
         rng = np.random.default_rng(self.seed)
         n_val = max(1, round(len(names) * self.val_fraction)) if len(names) > 1 else 0
         val = set(rng.permutation(names)[:n_val].tolist())
@@ -492,15 +507,17 @@ class ChestXDetDataModule(L.LightningDataModule):
             path.write_text(
                 json.dumps({"seed": self.seed, "source": str(self.train_json), **split})
             )
-        return split
+        return {k: [n for n in split[k] if n not in skipped] for k in ("train", "val")}
 
     def setup(self, stage: str | None = None) -> None:
         self._discover()
         if stage in (None, "fit", "validate") and self.train_set is None:
+            before = self.skipped
             records = self._parse("train", self.train_json, self._train_data)
             if not records:
                 raise ValueError(f"{self.train_json} lists no images")
-            self.split = self._make_split(records)
+            skipped = frozenset(p.stem for p in self.skipped_files[before:])
+            self.split = self._make_split(records, skipped)
             by_name = {r.name: r for r in records}
             mk = lambda names, aug: ChestXDetDataset(  # noqa: E731
                 [by_name[n] for n in names], self.image_size, self.in_channels,
@@ -521,6 +538,8 @@ class ChestXDetDataModule(L.LightningDataModule):
 
     def _loader(self, ds: Dataset | None, shuffle: bool) -> DataLoader:
         assert ds is not None, "call setup() first"
+        if shuffle:  # resumable mid-epoch, see data_modules.base.ResumableDataLoader
+            return train_loader(ds, self.batch_size, self.num_workers, collate_fn=collate_detection)
         return DataLoader(
             ds,
             batch_size=self.batch_size,

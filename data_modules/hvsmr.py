@@ -24,7 +24,7 @@ import torch
 from monai.transforms import Compose, RandFlipd, RandSpatialCropd, SpatialPadd
 from torch.utils.data import Dataset
 
-from data_modules.base import SplitDataModule
+from data_modules.base import SplitDataModule, UnreadableFileError, check_on_bad_image
 from data_modules.splits import load_split, make_split, save_split
 
 _IMAGE = re.compile(r"^(?P<stem>.*pat(?P<n>\d+))\.nii(\.gz)?$")
@@ -62,13 +62,22 @@ def find_hvsmr_pairs(root: str | Path) -> dict[str, tuple[Path, Path]]:
     return dict(sorted(pairs.items(), key=lambda kv: int(kv[0][3:])))
 
 
-def load_volume(image: Path, label: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(1×D×H×W float32 in [0, 1], D×H×W int64 labels) with axes (z, y, x)."""
+def _read_nifti(path: Path, labels: bool = False) -> np.ndarray:
     try:
-        img = np.asarray(nib.load(str(image)).get_fdata(dtype=np.float32))
-        lab = np.asarray(nib.load(str(label)).dataobj)
+        nii = nib.load(str(path))
+        return np.asarray(nii.dataobj) if labels else np.asarray(nii.get_fdata(dtype=np.float32))
     except Exception as err:  # noqa: BLE001 - nibabel raises many types for bad files
-        raise ValueError(f"cannot read NIfTI {image} / {label}: {err}") from None
+        raise UnreadableFileError(path, str(err), kind="NIfTI") from None
+
+
+def load_volume(image: Path, label: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(1×D×H×W float32 in [0, 1], D×H×W int64 labels) with axes (z, y, x).
+
+    Raises:
+        UnreadableFileError: naming the file nibabel cannot read.
+        ValueError: for shapes that differ or labels outside 0/1/2.
+    """
+    img, lab = _read_nifti(image), _read_nifti(label, labels=True)
     if img.ndim == 4 and img.shape[-1] == 1:
         img = img[..., 0]
     if img.ndim != 3 or img.shape != lab.shape[:3]:
@@ -112,6 +121,9 @@ class HVSMRDataset(Dataset):
         name, image, mask = self.volumes[i // self.n]
         item = {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask)[None]}
         if self.transform is not None:
+            # MONAI keeps its own RNG; seeding it from torch's makes crops and flips follow
+            # seed_everything and a checkpoint's restored RNG state (as data_modules.augment).
+            self.transform.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
             item = self.transform(item)
         image, mask = (_plain(item[k]) for k in ("image", "mask"))
         return {
@@ -139,6 +151,9 @@ class HVSMRDataModule(SplitDataModule):
             the run folder).
         split_file: load this saved split instead.
         augment: random flips of the training crops.
+        on_bad_image: ``"error"`` (default): an unreadable volume stops with its file name;
+            ``"skip"``: that patient is left out of its split, named in a warning and counted
+            in ``skipped``. (Volumes are read whole at setup either way.)
     """
 
     dataset_name = "hvsmr"
@@ -155,8 +170,10 @@ class HVSMRDataModule(SplitDataModule):
         seed: int = 0,
         split_file: str | None = None,
         augment: bool = True,
+        on_bad_image: str = "error",
     ) -> None:
         super().__init__()
+        check_on_bad_image(on_bad_image)
         if len(crop_size) != 3:
             raise ValueError(f"crop_size must be (D, H, W), got {crop_size}")
         self.save_hyperparameters()
@@ -179,8 +196,11 @@ class HVSMRDataModule(SplitDataModule):
             trainer = getattr(self, "_trainer", None)
             if trainer is not None and trainer.is_global_zero:
                 save_split(self.split, Path(trainer.default_root_dir) / "split.json")
+        # Read after the split, so an unreadable volume never moves others between splits.
         vols = {
-            part: [(n, *load_volume(*pairs[n])) for n in self.split[part]]
+            part: self.read_all(
+                self.split[part], lambda n: (n, *load_volume(*pairs[n])), f"hvsmr {part}"
+            )
             for part in ("train", "val", "test")
         }
         self.datasets = {

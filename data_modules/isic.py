@@ -14,8 +14,8 @@ from pathlib import Path
 
 import albumentations as A
 
-from data_modules.base import SplitDataModule
-from data_modules.segmentation import SegmentationDataset
+from data_modules.base import SplitDataModule, check_on_bad_image
+from data_modules.segmentation import SegmentationDataset, check_pair
 
 #: split -> folder names tried in order (the official test set is published as "Test_v2")
 SPLIT_DIRS = {"train": ("Training",), "val": ("Validation",), "test": ("Test_v2", "Test")}
@@ -67,6 +67,9 @@ class ISICDataModule(SplitDataModule):
         batch_size, num_workers: loader settings.
         augment: flips, 90° rotations and colour jitter on the training split.
         eval_batch_size: batch size of validation/test (default: ``batch_size``).
+        on_bad_image: ``"error"`` (default): an unreadable image or mask stops with its file
+            name; ``"skip"``: files are decoded at setup and unreadable samples left out, each
+            named in a warning and counted in ``skipped``.
     """
 
     dataset_name = "isic2017"
@@ -79,8 +82,10 @@ class ISICDataModule(SplitDataModule):
         num_workers: int = 0,
         augment: bool = True,
         eval_batch_size: int | None = None,
+        on_bad_image: str = "error",
     ) -> None:
         super().__init__()
+        check_on_bad_image(on_bad_image)
         self.save_hyperparameters()
         self.in_channels = 3
         self.num_classes = 2
@@ -105,11 +110,19 @@ class ISICDataModule(SplitDataModule):
             "test": ("test",),
             "predict": ("test",),
         }.get(stage or "fit", ("train", "val", "test"))
+        decode = self.on_bad_image == "skip"
         for split in splits:
             if split not in self.datasets:
-                pairs = find_isic_pairs(self.hparams.root, split)
+                pairs = self.read_all(
+                    find_isic_pairs(self.hparams.root, split),
+                    lambda pair: check_pair(*pair, decode=decode),
+                    f"{self.dataset_name} {split}",
+                )
                 self.datasets[split] = SegmentationDataset(
-                    pairs, self.transforms(split == "train"), in_channels=3
+                    pairs,
+                    self.transforms(split == "train"),
+                    in_channels=3,
+                    random=split == "train" and self.hparams.augment,
                 )
 
     def batch_size_for(self, part: str) -> int:

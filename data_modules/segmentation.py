@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from data_modules.augment import apply_seeded
-from data_modules.base import SplitDataModule
+from data_modules.base import SplitDataModule, UnreadableFileError, check_on_bad_image, image_size
 from data_modules.splits import load_split, make_split, save_split
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -83,25 +83,27 @@ def _open(path: Path) -> Image.Image:
         img = Image.open(path)
         img.load()
         return img
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UnreadableFileError(path, str(err)) from None
+
+
+def check_pair(image: Path, mask: Path, decode: bool = False) -> tuple[Path, Path]:
+    """Open an image and its mask (``decode``: every pixel) and compare their sizes.
+
+    Raises:
+        UnreadableFileError: naming the file that cannot be read.
+        ValueError: naming both files when their sizes differ.
+    """
+    (iw, ih), (mw, mh) = image_size(image, decode), image_size(mask, decode)
+    if (iw, ih) != (mw, mh):
+        raise ValueError(f"size mismatch: image {image} is {iw}x{ih} but mask {mask} is {mw}x{mh}")
+    return image, mask
 
 
 def check_sizes(pairs: list[tuple[Path, Path]]) -> None:
     """Fail early, naming both files, if an image and its mask differ in size or won't open."""
     for image, mask in pairs:
-        sizes = []
-        for path in (image, mask):
-            try:
-                with Image.open(path) as img:
-                    sizes.append(img.size)
-            except (UnidentifiedImageError, OSError) as err:
-                raise ValueError(f"cannot read image {path}: {err}") from None
-        if sizes[0] != sizes[1]:
-            raise ValueError(
-                f"size mismatch: image {image} is {sizes[0][0]}x{sizes[0][1]} but mask {mask} "
-                f"is {sizes[1][0]}x{sizes[1][1]}"
-            )
+        check_pair(image, mask)
 
 
 class SegmentationDataset(Dataset):
@@ -149,6 +151,10 @@ class SegmentationDataModule(SplitDataModule):
         val_fraction, test_fraction, seed: the seeded split (no official split exists).
         split_file: load this saved split instead of drawing one.
         augment: flips, small affine and colour jitter on the training split.
+        on_bad_image: ``"error"`` (default): an unreadable image or mask stops the run with its
+            file name (headers are checked at setup, pixels when read); ``"skip"``: every file
+            is decoded at setup, unreadable samples are left out of their split, each named in
+            a warning and counted in ``skipped``.
     """
 
     def __init__(
@@ -165,8 +171,10 @@ class SegmentationDataModule(SplitDataModule):
         seed: int = 0,
         split_file: str | None = None,
         augment: bool = True,
+        on_bad_image: str = "error",
     ) -> None:
         super().__init__()
+        check_on_bad_image(on_bad_image)
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         self.save_hyperparameters()
@@ -220,7 +228,6 @@ class SegmentationDataModule(SplitDataModule):
             return
         hp = self.hparams
         pairs, layout = find_pairs(hp.root, hp.layout)
-        check_sizes(pairs)
         by_name = {image.stem: (image, mask) for image, mask in pairs}
         names = list(by_name)
         if hp.split_file:
@@ -230,9 +237,15 @@ class SegmentationDataModule(SplitDataModule):
             trainer = self._trainer if hasattr(self, "_trainer") else None
             if trainer is not None and trainer.is_global_zero:
                 save_split(self.split, Path(trainer.default_root_dir) / "split.json")
+        # Screened after the split, so an unreadable file never moves others between splits.
+        decode = self.on_bad_image == "skip"
         self.datasets = {
             part: SegmentationDataset(
-                [by_name[n] for n in self.split[part]],
+                self.read_all(
+                    [by_name[n] for n in self.split[part]],
+                    lambda pair: check_pair(*pair, decode=decode),
+                    f"{self.dataset_name} {part}",
+                ),
                 self.transforms(train=part == "train"),
                 self.in_channels,
                 random=part == "train" and self.hparams.augment,

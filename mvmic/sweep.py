@@ -78,15 +78,17 @@ def _load_yaml(config: str) -> tuple[Path, dict[str, Any]]:
     return path, yaml.safe_load(path.read_text()) or {}
 
 
-def _trainer_overrides(cfg: dict[str, Any], run_dir: Path, run_name: str, group: str) -> list[str]:
-    """Point the config's loggers and checkpoints at ``run_dir`` and the sweep's W&B group."""
-    trainer = cfg.get("trainer") or {}
+def retarget_trainer(
+    cfg: dict[str, Any], run_dir: Path, run_name: str, group: str
+) -> dict[str, Any]:
+    """A copy of ``cfg``'s trainer section with its loggers, checkpoints and default root in
+    ``run_dir`` and its W&B run named ``run_name`` in ``group`` (offline unless set)."""
+    trainer = json.loads(json.dumps(cfg.get("trainer") or {}))
     loggers = trainer.get("logger")
     if isinstance(loggers, dict):
         loggers = [loggers]
     new_loggers = []
     for lg in loggers if isinstance(loggers, list) else []:
-        lg = json.loads(json.dumps(lg))
         args = lg.setdefault("init_args", {})
         if "save_dir" in args or "WandbLogger" in lg.get("class_path", ""):
             args["save_dir"] = str(run_dir)
@@ -97,7 +99,6 @@ def _trainer_overrides(cfg: dict[str, Any], run_dir: Path, run_name: str, group:
     callbacks = []
     has_ckpt = False
     for cb in trainer.get("callbacks") or []:
-        cb = json.loads(json.dumps(cb))
         if "ModelCheckpoint" in cb.get("class_path", ""):
             cb.setdefault("init_args", {}).update(dirpath=str(run_dir / "checkpoints"))
             cb["init_args"]["save_last"] = True
@@ -110,10 +111,21 @@ def _trainer_overrides(cfg: dict[str, Any], run_dir: Path, run_name: str, group:
                 "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True},
             }
         )
-    out = ["--trainer.default_root_dir", str(run_dir)]
+    trainer["default_root_dir"] = str(run_dir)
     if loggers is not None:
-        out += ["--trainer.logger", json.dumps(new_loggers) if new_loggers else "false"]
-    out += ["--trainer.callbacks", json.dumps(callbacks)]
+        trainer["logger"] = new_loggers or False
+    trainer["callbacks"] = callbacks
+    return trainer
+
+
+def _trainer_overrides(cfg: dict[str, Any], run_dir: Path, run_name: str, group: str) -> list[str]:
+    """``--trainer.*`` options that apply :func:`retarget_trainer` to a run of ``cfg``."""
+    trainer = retarget_trainer(cfg, run_dir, run_name, group)
+    out = ["--trainer.default_root_dir", trainer["default_root_dir"]]
+    if "logger" in trainer:
+        logger = trainer["logger"]
+        out += ["--trainer.logger", json.dumps(logger) if logger else "false"]
+    out += ["--trainer.callbacks", json.dumps(trainer["callbacks"])]
     return out
 
 

@@ -9,9 +9,12 @@ Designs (Liu et al., Sect. 3.1):
 
 Training is alternating (Lightning manual optimization): per batch one C+S step on
 ``loss_seg + loss_dis (+ λ·loss_cr)`` with D fixed, then one D step maximizing ``loss_dis`` with
-C and S fixed, followed by weight clipping of D (SegAN). The bit model of the binary codec
-always learns the statistics of the code (its rate estimate does not reach the encoder unless
-the design is D4), so the measured bpp of D2/D3 is that of a fitted entropy coder too.
+C and S fixed, followed by weight clipping of D (SegAN). Both steps come from one backward pass
+(each loss treats the other player's parameters as constants), which gives the gradients of two
+alternating passes and trains under DDP without ``find_unused_parameters``. The bit model of
+the binary codec always learns the statistics of the code (its rate estimate does not reach the
+encoder unless the design is D4), so the measured bpp of D2/D3 is that of a fitted entropy
+coder too.
 """
 
 from __future__ import annotations
@@ -330,9 +333,15 @@ class GanSegmentation(BaseModule):
         opts = self.optimizers()
         opt_cs, opt_d = (opts[0], opts[1]) if isinstance(opts, list) else (opts, None)
 
-        # 1) C + S step, D fixed.
+        # C+S minimize loss_seg + loss_dis (+ rate) with D fixed; D maximizes loss_dis on the
+        # same prediction, detached. Neither loss depends on the other player's parameters, so
+        # one backward of their sum gives each optimizer exactly the gradients of alternating
+        # steps (D's loss does not see C or S, so stepping them first changes nothing for D).
+        # One backward per forward is also what DDP's reducer needs: two backward passes, each
+        # leaving the other player's parameters without a gradient, stall it ("parameters that
+        # were not used in producing the loss").
         if opt_d is not None:
-            self.toggle_optimizer(opt_cs)
+            self.toggle_optimizer(opt_cs)  # D's weights are constants in the C+S loss
         feats, bpp = self.encode(x)
         prob = self.task(feats).softmax(1)
         loss_seg = F.mse_loss(prob, target)
@@ -349,26 +358,23 @@ class GanSegmentation(BaseModule):
                 loss = loss + self.codec.aux_loss()
                 if self.design == "D4":
                     loss = loss + hp.lmbda_cr * bpp
-        opt_cs.zero_grad()
-        self.manual_backward(loss)
-        opt_cs.step()
+        logs["train_loss"] = loss.detach()
+        total = loss
         if opt_d is not None:
             self.untoggle_optimizer(opt_cs)
-        logs["train_loss"] = loss.detach()
-
-        # 2) D step, C and S fixed: maximize loss_dis, then clip D's weights (SegAN).
-        if opt_d is not None:
-            self.toggle_optimizer(opt_d)
             loss_d = -multiscale_l1(self.critic, prob.detach(), target, x)
+            total = total + loss_d
+            logs["train_loss_d"] = loss_d.detach()
             opt_d.zero_grad()
-            self.manual_backward(loss_d)
+        opt_cs.zero_grad()
+        self.manual_backward(total)
+        opt_cs.step()
+        if opt_d is not None:
             opt_d.step()
-            if hp.clip_critic is not None:
+            if hp.clip_critic is not None:  # SegAN's weight clipping of D
                 with torch.no_grad():
                     for p in self.critic.parameters():
                         p.clamp_(-hp.clip_critic, hp.clip_critic)
-            self.untoggle_optimizer(opt_d)
-            logs["train_loss_d"] = loss_d.detach()
         self.log("train_loss_seg", logs.pop("train_loss_seg"), prog_bar=True, batch_size=bs)
         self.log_dict(logs, batch_size=bs)
         return loss.detach()

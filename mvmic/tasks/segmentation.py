@@ -68,6 +68,29 @@ def load_weights(module: nn.Module, path: str | Path, prefixes: tuple[str, ...] 
     module.load_state_dict(state, strict=False)
 
 
+def freeze_unused(net: nn.Module, in_channels: int, size: int = 64) -> list[str]:
+    """Freeze the parameters that ``net``'s forward pass never uses; return their names.
+
+    smp keeps every encoder stage when ``encoder_depth`` < 5 but runs only the first ones. A
+    trainable parameter that never gets a gradient stalls DDP's reducer (its bucket, and every
+    gradient in it, is never all-reduced; the next step fails). Frozen, DDP ignores it, the
+    optimizer skips it, and checkpoints keep their keys. The probe runs in eval mode on zeros,
+    so it touches neither BatchNorm statistics nor any RNG.
+    """
+    was_training = net.training
+    net.eval()
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    out = net(torch.zeros(1, in_channels, size, size))
+    grads = torch.autograd.grad(out.sum(), [p for _, p in named], allow_unused=True)
+    net.train(was_training)
+    unused = []
+    for (name, p), g in zip(named, grads):
+        if g is None:
+            p.requires_grad_(False)
+            unused.append(name)
+    return unused
+
+
 class SegmentationNet(TaskNet):
     """Any smp architecture and encoder, trained with cross-entropy + Dice.
 
@@ -120,12 +143,24 @@ class SegmentationNet(TaskNet):
             classes=num_classes,
             **kwargs,
         )
+        # Below depth 5 smp keeps the encoder's deeper stages, unused (see freeze_unused).
+        self.unused = (
+            [f"net.{n}" for n in freeze_unused(self.net, in_channels)] if encoder_depth < 5 else []
+        )
         self.num_classes = num_classes
         self.stride = 2**encoder_depth
         self.ce_weight, self.dice_weight = ce_weight, dice_weight
         self.dice_loss = smp.losses.DiceLoss(mode="multiclass", from_logits=True)
         if weights:
             load_weights(self, weights, prefixes=("task.", "net.", "model."))
+
+    def requires_grad_(self, requires_grad: bool = True) -> SegmentationNet:
+        """As ``nn.Module.requires_grad_``, but parameters no forward pass uses stay frozen."""
+        super().requires_grad_(requires_grad)
+        params = dict(self.named_parameters())
+        for name in getattr(self, "unused", ()):
+            params[name].requires_grad_(False)
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits B×K×H×W for any H×W (padded to the encoder's stride internally)."""

@@ -1,7 +1,8 @@
 """Determinism and resume-after-kill: the same seed gives the same run, a killed run loses
-nothing and ends where an uninterrupted run ends."""
+nothing and ends where an uninterrupted run ends, from an epoch-end or a mid-epoch checkpoint."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,11 @@ def _fit(tmp_path: Path, root: Path, name: str, *extra: str):
         # the config's ModelCheckpoint (the last callback in its list), moved per run
         "--trainer.callbacks.dirpath",
         f"runs/{name}/checkpoints",
+        # and a mid-epoch checkpoint: global step 5 is the 2nd of the 3 batches of epoch 2
+        "--trainer.callbacks+={"
+        '"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {'
+        f'"dirpath": "runs/{name}/mid", "filename": "mid", "every_n_train_steps": 5, '
+        '"enable_version_counter": false}}',
         *extra,
     ]
     env = {**os.environ, "PYTHONPATH": f"{HELPERS}:{os.environ.get('PYTHONPATH', '')}"}
@@ -81,9 +87,31 @@ def test_killed_run_resumes_to_the_same_weights_and_same_seed_is_same_run(colond
     last = tmp_path / "runs/killed/checkpoints/last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 3
 
+    mid = tmp_path / "runs/killed/mid/mid.ckpt"
+    state = torch.load(mid, weights_only=True)
+    assert state["global_step"] == 5
+    # Lightning saved the training loader's place: 2 batches of epoch index 1 handed out.
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches": 2}
+    ]
+    shutil.copytree(tmp_path / "runs/killed", tmp_path / "runs/killed_mid")
+
+    # Resumed from the epoch-end checkpoint.
     r = _fit(tmp_path, colondb_root, "killed", "--ckpt_path", "last")
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = _weights(last)
     assert torch.load(last, weights_only=True)["global_step"] == 9
+    different = [k for k in ref if not torch.equal(ref[k], resumed[k])]
+    assert not different, different[:5]
+
+    # Resumed mid-epoch: the loader skips the 2 batches already trained on (never loading
+    # them), the RNG state restored at that batch gives the same augmentations and codec
+    # noise, so the weights are again bit-identical.
+    r = _fit(tmp_path, colondb_root, "killed_mid", "--ckpt_path", "runs/killed_mid/mid/mid.ckpt")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "not resumable" not in r.stderr  # Lightning's warning for plain DataLoaders
+    last_mid = tmp_path / "runs/killed_mid/checkpoints/last.ckpt"
+    assert torch.load(last_mid, weights_only=True)["global_step"] == 9
+    resumed = _weights(last_mid)
     different = [k for k in ref if not torch.equal(ref[k], resumed[k])]
     assert not different, different[:5]

@@ -1,0 +1,75 @@
+"""The rate–accuracy benchmark's verdicts: bits at equal accuracy, BD-rate goals, stage 2 vs 1."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from mvmic.results import append_point
+
+TOOL = Path(__file__).parents[1] / "tools" / "bench_rate_accuracy.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_rate_accuracy", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rate_at_interpolates_log_rate_and_flags_bounds(bench):
+    rates, values = [0.1, 0.4, 0.3], [0.5, 0.7, 0.4]  # 0.3 is beaten by a cheaper point
+    assert bench.rate_at(rates, values, 0.6) == (pytest.approx(0.2), "")  # geometric midpoint
+    assert bench.rate_at(rates, values, 0.9) == (0.4, ">")  # never reached
+    assert bench.rate_at(rates, values, 0.45) == (0.1, "<")  # the cheapest point beats it
+    rows = bench.bit_ratios(([0.02, 0.05], [0.6, 0.9]), (rates, values))
+    assert rows[0]["ratio"] == pytest.approx(0.1) and rows[0]["bound"] == ""
+    # the anchor needs more than 0.4 for 0.9, so the ratio is at most 0.05 / 0.4
+    assert rows[1]["ratio"] == pytest.approx(0.125) and rows[1]["bound"] == "<"
+
+
+def _store(tmp_path: Path) -> Path:
+    results = tmp_path / "results"
+    miou = [0.5, 0.6, 0.7, 0.8]
+    hevc = [0.1, 0.2, 0.4, 0.8]
+    for q, (bpp, m) in enumerate(zip(hevc, miou)):
+        append_point(results, "colondb", "hevc", {"quality": q, "bpp": bpp, "miou": m},
+                     fields={"anchor": True})  # fmt: skip
+    for lmbda, bpp, m in zip([1, 2, 3, 4], hevc, miou):
+        # stage 2: 1/20 of HEVC's bits; MSE codec: 3/20 (so stage 2 needs 1/3 of its bits)
+        append_point(results, "colondb", "MVMICNet stage 2",
+                     {"lmbda": lmbda, "bpp": bpp / 20, "miou": m})  # fmt: skip
+        s1 = m - 0.01 if lmbda != 3 else m + 0.01  # stage 1 beats stage 2 at λ = 3 only
+        append_point(results, "colondb", "MVMICNet stage 1",
+                     {"lmbda": lmbda, "bpp": bpp / 20, "miou": s1})  # fmt: skip
+        append_point(results, "colondb", "mbt2018-mean",
+                     {"lmbda": lmbda, "bpp": 3 * bpp / 20, "miou": m})  # fmt: skip
+    append_point(results, "colondb", "uncompressed", {"bpp": 24.0, "miou": 0.505})
+    return results
+
+
+def test_summary_judges_each_goal_from_the_records(bench, tmp_path):
+    summary = bench.summarize(bench.SEG, _store(tmp_path))
+    goals = {g["goal"]: g for g in summary["goals"]}
+    hevc = goals["stage 2 needs ≤ 0.1× the bits of hevc at equal miou"]
+    assert hevc["bd_rate"] == pytest.approx(-95.0, abs=0.1) and hevc["met"] is True
+    assert [r["ratio"] for r in hevc["ratios"]] == pytest.approx([0.05] * 4)
+    mse = goals["stage 2 needs ≤ 0.5× the bits of mbt2018-mean at equal miou"]
+    assert mse["bd_rate"] == pytest.approx(-66.67, abs=0.1) and mse["met"] is True
+    # λ = 3: stage 1 0.71 > stage 2 0.70
+    assert goals["stage 2 ≥ stage 1 in miou at every λ"]["met"] is False
+    low = goals["stage 2 at its lowest rate within 1 point of uncompressed miou"]
+    assert low["met"] is True  # 0.500 vs 0.505
+    text = bench.format_summary(bench.SEG, summary)
+    assert "| MVMICNet stage 2 | 0.0050 | 0.5000 | – |" in text
+    assert "| stage 2 ≥ stage 1 in miou at every λ | **no** |" in text
+
+
+def test_summary_says_missing_instead_of_guessing(bench, tmp_path):
+    results = tmp_path / "results"
+    append_point(results, "colondb", "uncompressed", {"bpp": 24.0, "miou": 0.9})
+    goals = bench.summarize(bench.SEG, results)["goals"]
+    assert goals[0]["met"] is None and "missing hevc" in goals[0]["why"]

@@ -518,6 +518,17 @@ def summarize_gan(part: GanPart, results: Path) -> dict[str, Any]:
     return summary
 
 
+def bd_rows(results: Path, metrics: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of ``mvmic curves``' BD table (``curves/bd_rate.csv``) for ``metrics``."""
+    import csv
+
+    path = results / "curves" / "bd_rate.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [row for row in csv.DictReader(f) if row["metric"] in metrics]
+
+
 def format_summary(part: Part | GanPart, summary: dict[str, Any]) -> str:
     metric = summary["metric"]
     lines = [f"### {part.name}: {metric} against bpp (bpp measured from real bitstreams)", ""]
@@ -531,6 +542,20 @@ def format_summary(part: Part | GanPart, summary: dict[str, Any]) -> str:
         ]
         for b, v, p in cells:
             lines.append(f"| {name} | {b} | {v} | {p} |")
+    if summary.get("bd"):
+        anchor = summary["bd"][0]["anchor"]
+        lines += ["", f"BD against `{anchor}` (`mvmic curves --envelope`, pchip):", ""]
+        lines += [
+            "| method | metric | points | BD-rate | BD-metric | note |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in summary["bd"]:
+            rate = f"{float(row['bd_rate_pct']):+.1f} %" if row["bd_rate_pct"] else "n/a"
+            value = f"{float(row['bd_metric']):+.4f}" if row["bd_metric"] else "n/a"
+            lines.append(
+                f"| {row['method']} | {row['metric']} | {row['n_points']} | {rate} | {value} "
+                f"| {row['note']} |"
+            )
     lines += ["", "| goal | met | measured |", "|---|---|---|"]
     for g in summary["goals"]:
         met = {True: "yes", False: "**no**", None: "n/a"}[g["met"]]
@@ -607,6 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             results = run_codec_part(part, runner, root, part_out, scale)
             summary = summarize(part, results)
+        summary["bd"] = bd_rows(results, [part.metric])
         summary["wall_s"] = round(time.perf_counter() - tp, 1)
         blob["parts"][name] = summary
         if args.figures:

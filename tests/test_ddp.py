@@ -176,28 +176,51 @@ def test_gan_two_process_test_matches_one_process(isic_root, tmp_path):
         assert two[key][0] == pytest.approx(one[key][0], rel=1e-5, abs=1e-6), key
 
 
-def test_gan_two_process_fit_keeps_ranks_in_step(isic_root, tmp_path):
-    # Manual optimization under DDP: the C+S step, then the D step, each all-reduced; a
-    # parameter the reducer waits for in vain, or one left out of the reduction, fails here.
+def _fit_two_ranks(cwd: Path, config: str, *args: str) -> tuple[dict, dict, dict]:
+    """A 2-process fit of 2 optimizer steps: (rank 0's, rank 1's, the initial) weights."""
     dump = '{"class_path": "weights_dump.DumpWeights", "init_args": {"out": "ranks"}}'
     _cli(
-        tmp_path, "fit", "--config", "isic_gan_d4.yaml", *GAN_TINY,
-        "--data.root", str(isic_root), "--data.batch_size", "2",
+        cwd, "fit", "--config", config, *args,
         "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
         "--trainer.num_sanity_val_steps", "0", "--trainer.logger", "false",
         "--trainer.callbacks.dirpath", "ckpt", f"--trainer.callbacks+={dump}",
         devices=2,
     )  # fmt: skip
-    ranks = [torch.load(tmp_path / "ranks" / f"{r}.pt", weights_only=True) for r in (0, 1)]
+    ranks = [torch.load(cwd / "ranks" / f"{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["step"] == ranks[1]["step"] == 2
-    w0, w1, before = ranks[0]["weights"], ranks[1]["weights"], ranks[0]["initial"]
+    w0, w1 = ranks[0]["weights"], ranks[1]["weights"]
     assert set(w0) == set(w1)
+    # Every parameter all-reduced (buffers: broadcast from rank 0 by the validation forward).
     diverged = [k for k in w0 if not torch.equal(w0[k], w1[k])]
     assert not diverged, diverged[:5]
-    # Both optimizers stepped: C, S and D all moved from their initial values.
-    for prefix in ("codec.", "task.", "critic."):
-        keys = [k for k in w0 if k.startswith(prefix) and w0[k].is_floating_point()]
-        assert any(not torch.equal(w0[k], before[k]) for k in keys), prefix
+    return w0, w1, ranks[0]["initial"]
+
+
+def _moved(after: dict, before: dict, prefix: str) -> bool:
+    keys = [k for k in after if k.startswith(prefix) and after[k].is_floating_point()]
+    return any(not torch.equal(after[k], before[k]) for k in keys)
+
+
+def test_gan_two_process_fit_keeps_ranks_in_step(isic_root, tmp_path):
+    # Manual optimization under DDP: a parameter the reducer waits for in vain, or one left
+    # out of the reduction, fails here. Global step counts both optimizers' steps: 1 batch.
+    w0, _, before = _fit_two_ranks(
+        tmp_path, "isic_gan_d4.yaml", *GAN_TINY, "--data.root", str(isic_root),
+        "--data.batch_size", "2",
+    )  # fmt: skip
+    for prefix in ("codec.", "task.", "critic."):  # both optimizers stepped
+        assert _moved(w0, before, prefix), prefix
+
+
+def test_mvmicnet_two_process_fit_keeps_ranks_in_step(colondb_root, tmp_path):
+    # Automatic optimization, the codec's auxiliary quantiles in the same optimizer.
+    w0, _, before = _fit_two_ranks(
+        tmp_path, "colondb_seg.yaml", "--data.root", str(colondb_root),
+        "--data.image_size", "32", "--data.batch_size", "2", "--model.N", "8",
+        "--model.M", "12", "--model.encoder", "resnet18", "--model.codec", "mbt2018-mean",
+    )  # fmt: skip
+    for prefix in ("codec.model.g_a.", "codec.model.entropy_bottleneck.quantiles", "task."):
+        assert _moved(w0, before, prefix), prefix
 
 
 @pytest.fixture(scope="module")

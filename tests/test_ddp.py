@@ -321,3 +321,12 @@ def test_shallow_smp_encoder_leaves_no_trainable_parameter_without_a_gradient():
     assert set(trainable) == {n for n, _ in net.named_parameters()} - set(net.unused)
     assert all(p.grad is not None for p in trainable.values())
     assert not SegmentationNet(encoder="resnet18").unused
+
+
+def test_detection_two_process_fit_keeps_ranks_in_step(chestxdet10, tmp_path):
+    w0, _, before = _fit_two_ranks(
+        tmp_path, "chestxdet_det.yaml", *DET_TINY, "--data.root", str(chestxdet10),
+        "--data.batch_size", "2",
+    )  # fmt: skip
+    for prefix in ("codec.model.g_a.", "task.model.backbone.", "task.model.roi_heads."):
+        assert _moved(w0, before, prefix), prefix

@@ -3,6 +3,7 @@ GAN training (manual optimization) keeps the ranks in step."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -330,3 +331,44 @@ def test_detection_two_process_fit_keeps_ranks_in_step(chestxdet10, tmp_path):
     )  # fmt: skip
     for prefix in ("codec.model.g_a.", "task.model.backbone.", "task.model.roi_heads."):
         assert _moved(w0, before, prefix), prefix
+
+
+def test_two_process_fit_resumed_mid_epoch_ends_identical(colondb_root, tmp_path):
+    # 9 training images over 2 ranks: 5 each (DistributedSampler pads), 2 batches of 2 per
+    # epoch; the checkpoint after global step 3 sits mid-epoch 2. Resuming from it must skip
+    # the batch each rank already had (state of the re-instantiated batch sampler, epoch from
+    # DistributedSampler) and end where the uninterrupted run ends.
+    mid = (
+        '{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": '
+        '{"dirpath": "mid", "filename": "mid", "every_n_train_steps": 3, '
+        '"enable_version_counter": false}}'
+    )
+    args = [
+        "--data.root", str(colondb_root), "--data.image_size", "32", "--data.batch_size", "2",
+        "--model.N", "8", "--model.M", "12", "--model.encoder", "resnet18",
+        "--trainer.max_epochs", "2", "--trainer.deterministic", "true",
+        "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
+        "--trainer.logger", "false", "--trainer.callbacks.dirpath", "ckpt",
+        f"--trainer.callbacks+={mid}",
+        '--trainer.callbacks+={"class_path": "weights_dump.DumpWeights", '
+        '"init_args": {"out": "ranks"}}',
+    ]  # fmt: skip
+    ref, cont = tmp_path / "ref", tmp_path / "resumed"
+    ref.mkdir()
+    _cli(ref, "fit", "--config", "colondb_seg.yaml", *args, devices=2)
+    state = torch.load(ref / "mid" / "mid.ckpt", weights_only=True)
+    assert state["global_step"] == 3
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches": 1}
+    ]
+    shutil.copytree(ref / "mid", cont / "mid")
+    ckpt = str(cont / "mid" / "mid.ckpt")
+    _cli(cont, "fit", "--config", "colondb_seg.yaml", *args, "--ckpt_path", ckpt, devices=2)
+    for r in (0, 1):
+        want = torch.load(ref / "ranks" / f"{r}.pt", weights_only=True)
+        got = torch.load(cont / "ranks" / f"{r}.pt", weights_only=True)
+        assert want["step"] == got["step"] == 4
+        different = [
+            k for k in want["weights"] if not torch.equal(want["weights"][k], got["weights"][k])
+        ]
+        assert not different, (r, different[:5])

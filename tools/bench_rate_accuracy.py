@@ -176,7 +176,10 @@ class Runner:
         with self.log.open("a") as f:
             f.write(line + "\n")
         env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+        t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "mvmic.cli", *args], check=True, env=env, cwd=REPO)
+        with self.log.open("a") as f:
+            f.write(f"# {time.perf_counter() - t0:.0f} s\n")
         if done is not None:
             done.parent.mkdir(parents=True, exist_ok=True)
             done.write_text("ok\n")

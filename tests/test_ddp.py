@@ -28,17 +28,7 @@ def checkpoint(colondb_root, tmp_path_factory):
     path = tmp_path_factory.mktemp("ddp") / "m.ckpt"
     model = MVMICNet(arch="Unet", encoder="resnet18", codec="mbt2018-mean", N=8, M=12)
     dm = SegmentationDataModule(root=str(colondb_root), image_size=32, batch_size=2)
-    trainer = Trainer(
-        max_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=path.parent,
-    )
-    trainer.fit(model, dm)
-    trainer.save_checkpoint(path)
-    return path
+    return _fit_checkpoint(model, dm, path)
 
 
 def _test(root, ckpt, cwd, devices: int, results: str):

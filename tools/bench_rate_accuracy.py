@@ -255,6 +255,13 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
     data = {**part.data, "root": str(root)}
     common = {"results_dir": str(results)}
 
+    def sweep(config: Path, lmbdas: Sequence[float], root: Path, *flags: str) -> None:
+        values = ",".join(f"{v:g}" for v in lmbdas)
+        runner.mvmic(
+            "sweep", "--config", str(config), *flags, "--lmbda", values, "--root", str(root),
+            "--results_dir", str(results), "--group", group, "--no_wandb",
+        )  # fmt: skip
+
     task_dir = out / "task"
     task_cfg = write_config(
         part.task_config,
@@ -301,12 +308,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         run_dir=None,
         group=group,
     )
-    lmbdas = ",".join(f"{v:g}" for v in part.mse_lmbdas)
-    runner.mvmic(
-        "sweep", "--config", str(mse_cfg), "--no_stage2", "--lmbda", lmbdas,
-        "--root", str(out / "mse"), "--results_dir", str(results), "--group", group,
-        "--no_wandb",
-    )  # fmt: skip
+    sweep(mse_cfg, part.mse_lmbdas, out / "mse", "--no_stage2")
 
     s1_cfg = write_config(
         part.codec_config,
@@ -334,12 +336,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         run_dir=None,
         group=group,
     )
-    lmbdas = ",".join(f"{v:g}" for v in part.lmbdas)
-    runner.mvmic(
-        "sweep", "--config", str(s1_cfg), "--test_every_stage", "--lmbda", lmbdas,
-        "--root", str(out / "mvmicnet"), "--results_dir", str(results), "--group", group,
-        "--no_wandb",
-    )  # fmt: skip
+    sweep(s1_cfg, part.lmbdas, out / "mvmicnet", "--test_every_stage")
 
     anchor_args = ["--qualities", part.anchor_qualities] if part.anchor_qualities else []
     runner.mvmic(

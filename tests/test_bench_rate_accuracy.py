@@ -73,3 +73,21 @@ def test_summary_says_missing_instead_of_guessing(bench, tmp_path):
     append_point(results, "colondb", "uncompressed", {"bpp": 24.0, "miou": 0.9})
     goals = bench.summarize(bench.SEG, results)["goals"]
     assert goals[0]["met"] is None and "missing hevc" in goals[0]["why"]
+
+
+def test_readme_region_is_rewritten_and_nothing_else(bench, tmp_path):
+    figures = tmp_path / "docs" / "bench"
+    figures.mkdir(parents=True)
+    (figures / "seg_colondb_miou.png").write_bytes(b"png")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# top\n{bench.README_BEGIN}\nold numbers\n{bench.README_END}\ntail\n")
+    for _ in range(2):  # idempotent
+        bench.update_readme(readme, "| a | 1 |\n", figures)
+    assert readme.read_text() == (
+        f"# top\n{bench.README_BEGIN}\n| a | 1 |\n\n"
+        "![seg_colondb_miou](docs/bench/seg_colondb_miou.png)\n"
+        f"{bench.README_END}\ntail\n"
+    )
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="has no"):
+        bench.update_readme(readme, "x", None)

@@ -583,6 +583,26 @@ def machine() -> str:
     )
 
 
+README_BEGIN = "<!-- bench_rate_accuracy:begin (written by the tool; do not edit) -->"
+README_END = "<!-- bench_rate_accuracy:end -->"
+
+
+def update_readme(readme: Path, summary_md: str, figures: Path | None) -> None:
+    """Replace the marked region of ``readme`` with the summary and the copied figures."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"bench: {readme} has no {README_BEGIN} … {README_END} region")
+    body = summary_md
+    if figures is not None:
+        rel = os.path.relpath(figures, readme.parent)
+        body += "\n" + "\n".join(
+            f"![{png.stem}]({rel}/{png.name})" for png in sorted(figures.glob("*.png"))
+        )
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_BEGIN}\n{body}\n{README_END}{tail}")
+
+
 # -- main ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -595,6 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--figures",
         default=None,
         help="also copy each part's rate–metric PNGs and summary.md here (e.g. docs/bench)",
+    )
+    p.add_argument(
+        "--readme",
+        default=None,
+        help=f"rewrite the region between {README_BEGIN!r} and {README_END!r} of this file "
+        "with the summary (and the --figures PNGs)",
     )
     return p
 
@@ -651,6 +677,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "summary.json").write_text(json.dumps(blob, indent=1, default=float))
     if args.figures:
         shutil.copy(out / "summary.md", Path(args.figures) / "summary.md")
+    if args.readme:
+        update_readme(Path(args.readme), text, Path(args.figures) if args.figures else None)
     print("\n" + text)
     print(f"curves: {out}/<part>/results/curves/   summary: {out}/summary.md")
     return 0

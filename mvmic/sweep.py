@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 PARAMS = ("lmbda_d", "lmbda_t")
+CKPTS = ("last", "best")
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Step:
     run_dir: Path
     status: str  # "done" | "resume" | "todo"
     argv: list[str] = field(default_factory=list)
+    input_ckpt: Path | None = None  # the upstream checkpoint it starts from or tests
 
     @property
     def marker(self) -> Path:
@@ -139,6 +141,7 @@ def plan_sweep(
     group: str | None = None,
     extra: Sequence[str] = (),
     test_every_stage: bool = False,
+    ckpt: str = "last",
 ) -> list[Step]:
     """Every step of the sweep with its status and its ``mvmic`` argv (without the program).
 
@@ -153,7 +156,12 @@ def plan_sweep(
         extra: further ``--key value`` overrides for every run (e.g. ``--data.root …``).
         test_every_stage: also test each earlier stage's checkpoint (``test_stage1/``), so
             stage 1 and stage 2 of every λ land on the curves side by side.
+        ckpt: which checkpoint of a stage is handed on, to the next stage and to its test:
+            ``last`` or ``best`` (the config's ``ModelCheckpoint(filename="best", monitor=…)``,
+            i.e. chosen on the validation set).
     """
+    if ckpt not in CKPTS:
+        raise ValueError(f"--ckpt must be one of {CKPTS}, got {ckpt!r}")
     if param not in PARAMS:
         raise ValueError(f"--param must be one of {PARAMS}, got {param!r}")
     if not values:
@@ -185,8 +193,8 @@ def plan_sweep(
             argv += list(extra)
             if status == "resume":
                 argv += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
-            steps.append(Step(value, stage, run_dir, status, argv))
-            prev_ckpt = run_dir / "checkpoints" / "last.ckpt"
+            steps.append(Step(value, stage, run_dir, status, argv, prev_ckpt))
+            prev_ckpt = run_dir / "checkpoints" / f"{ckpt}.ckpt"
             last = i == len(stages) - 1
             if last or test_every_stage:
                 test_dir = root / tag / ("test" if last else f"test_{stage}")
@@ -194,7 +202,7 @@ def plan_sweep(
                 argv = ["test", "--config", str(path), *common]
                 argv += _trainer_overrides(cfg, test_dir, f"{tag}_{test_dir.name}", group)
                 argv += list(extra) + ["--ckpt_path", str(prev_ckpt)]
-                steps.append(Step(value, test_dir.name, test_dir, test_status, argv))
+                steps.append(Step(value, test_dir.name, test_dir, test_status, argv, prev_ckpt))
     return steps
 
 
@@ -251,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also test stage 1's checkpoint of every λ (stage 1 and 2 on the same curves)",
     )
+    p.add_argument(
+        "--ckpt",
+        choices=CKPTS,
+        default="last",
+        help="which checkpoint of each stage goes on to the next stage and to its test "
+        "(best: chosen on the validation set by the config's monitored ModelCheckpoint)",
+    )
     p.add_argument("--root", default="runs/sweep", help="sweep folder")
     p.add_argument("--results_dir", default=None, help="results store (default ROOT/results)")
     p.add_argument("--group", default=None, help="W&B group (default: ROOT's name)")
@@ -282,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.group,
         extra,
         args.test_every_stage,
+        args.ckpt,
     )
     for step in steps:
         print(f"[{step.status:>6}] {args.param}={step.value:g} {step.stage}: {step.run_dir}")
@@ -298,7 +314,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if step.value in blocked:
             continue
         print(f"== {args.param}={step.value:g} {step.stage} ({step.status})", flush=True)
-        rc = run_step(step)
+        if step.input_ckpt is not None and not step.input_ckpt.is_file():
+            print(
+                f"mvmic sweep: {step.stage} for {args.param}={step.value:g} needs "
+                f"{step.input_ckpt}, which the previous stage did not write; with --ckpt best "
+                f"its config needs a ModelCheckpoint(filename=best, monitor=...), or use "
+                f"--ckpt last",
+                file=sys.stderr,
+            )
+            rc = 1
+        else:
+            rc = run_step(step)
         if rc != 0:
             print(
                 f"mvmic sweep: {step.stage} for {args.param}={step.value:g} failed (exit {rc});"

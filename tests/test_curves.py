@@ -207,6 +207,12 @@ def _config(tmp_path: Path, name: str) -> Path:
     return path
 
 
+def _write_last(step) -> None:
+    if not step.stage.startswith("test"):
+        step.last_ckpt.parent.mkdir(parents=True, exist_ok=True)
+        step.last_ckpt.write_bytes(b"")
+
+
 def test_sweep_plan_skips_done_and_resumes_interrupted(tmp_path, monkeypatch):
     s1, s2 = _config(tmp_path, "seg.yaml"), _config(tmp_path, "seg_stage2.yaml")
     root = tmp_path / "sweep"
@@ -254,7 +260,13 @@ def test_sweep_plan_skips_done_and_resumes_interrupted(tmp_path, monkeypatch):
     assert test.argv[-1] == str(root / "lmbda_d_0.0067" / "stage2" / "checkpoints" / "last.ckpt")
 
     ran = []
-    monkeypatch.setattr(sweep, "run_step", lambda step: ran.append((step.value, step.stage)) or 0)
+
+    def fake_run(step):  # as a real fit: it leaves last.ckpt behind
+        ran.append((step.value, step.stage))
+        _write_last(step)
+        return 0
+
+    monkeypatch.setattr(sweep, "run_step", fake_run)
     args = ["--config", str(s1), "--lmbda", "0.0018,0.0067", "--root", str(root), "--no_wandb"]
     assert sweep.main(args) == 0
     assert ran == [(0.0067, "stage1"), (0.0067, "stage2"), (0.0067, "test")]
@@ -263,7 +275,8 @@ def test_sweep_plan_skips_done_and_resumes_interrupted(tmp_path, monkeypatch):
 def test_sweep_tests_every_stage_and_a_failed_test_blocks_nothing(tmp_path, monkeypatch):
     s1, s2 = _config(tmp_path, "seg.yaml"), _config(tmp_path, "seg_stage2.yaml")
     root = tmp_path / "sweep"
-    (root / "lmbda_d_0.01" / "stage1").mkdir(parents=True)
+    (root / "lmbda_d_0.01" / "stage1" / "checkpoints").mkdir(parents=True)
+    (root / "lmbda_d_0.01" / "stage1" / "checkpoints" / "last.ckpt").write_bytes(b"")
     (root / "lmbda_d_0.01" / "stage1" / "DONE").write_text("ok\n")
     steps = sweep.plan_sweep(str(s1), [0.01], root, stage2_config=str(s2), test_every_stage=True)
     assert [(s.stage, s.status) for s in steps] == [
@@ -283,12 +296,38 @@ def test_sweep_tests_every_stage_and_a_failed_test_blocks_nothing(tmp_path, monk
 
     def fake_run(step):
         ran.append(step.stage)
+        _write_last(step)
         return 1 if step.stage == "test_stage1" else 0
 
     monkeypatch.setattr(sweep, "run_step", fake_run)
     args = ["--config", str(s1), "--lmbda", "0.01", "--root", str(root), "--no_wandb"]
     assert sweep.main([*args, "--test_every_stage"]) == 1  # the failure is reported...
     assert ran == ["test_stage1", "stage2", "test"]  # ...but stage 2 still ran
+
+
+def test_sweep_hands_on_the_chosen_checkpoint_and_says_when_it_is_missing(
+    tmp_path, monkeypatch, capsys
+):
+    s1, s2 = _config(tmp_path, "seg.yaml"), _config(tmp_path, "seg_stage2.yaml")
+    root = tmp_path / "sweep"
+    steps = sweep.plan_sweep(
+        str(s1), [0.01], root, stage2_config=str(s2), test_every_stage=True, ckpt="best"
+    )
+    best1 = root / "lmbda_d_0.01" / "stage1" / "checkpoints" / "best.ckpt"
+    best2 = root / "lmbda_d_0.01" / "stage2" / "checkpoints" / "best.ckpt"
+    test1, stage2, test2 = steps[1:]
+    assert test1.argv[-2:] == ["--ckpt_path", str(best1)] and test1.input_ckpt == best1
+    assert stage2.argv[stage2.argv.index("--model.init_from") + 1] == str(best1)
+    assert test2.argv[-2:] == ["--ckpt_path", str(best2)]
+
+    # stage 1 "trains" (last.ckpt) but its config has no `best` checkpoint
+    monkeypatch.setattr(sweep, "run_step", lambda step: _write_last(step) or 0)
+    args = ["--config", str(s1), "--lmbda", "0.01", "--root", str(root), "--no_wandb"]
+    assert sweep.main([*args, "--ckpt", "best"]) == 1
+    err = capsys.readouterr().err
+    assert f"needs {best1}, which the previous stage did not write" in err
+    with pytest.raises(ValueError, match="--ckpt must be one of"):
+        sweep.plan_sweep(str(s1), [0.01], root, ckpt="first")
 
 
 def test_sweep_rejects_bad_param(tmp_path):

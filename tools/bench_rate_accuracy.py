@@ -209,12 +209,6 @@ def write_config(
     cfg["data"]["init_args"].update(data)
     if run_dir is not None:
         cfg["trainer"] = retarget_trainer(cfg, run_dir, path.stem, group)
-    else:  # a sweep tests and continues from last.ckpt: the monitored `best` copy is not needed
-        cfg["trainer"]["callbacks"] = [
-            cb
-            for cb in cfg["trainer"].get("callbacks") or []
-            if "monitor" not in (cb.get("init_args") or {})
-        ]
     # Whole epochs, validated (and so checkpointed) about 4 times a run: checkpoints with Adam
     # state are 0.2 GB here, and the configs would write two after every short epoch.
     epochs = max(1, round(max_steps / steps_per_epoch(cfg["data"])))
@@ -259,7 +253,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         values = ",".join(f"{v:g}" for v in lmbdas)
         runner.mvmic(
             "sweep", "--config", str(config), *flags, "--lmbda", values, "--root", str(root),
-            "--results_dir", str(results), "--group", group, "--no_wandb",
+            "--results_dir", str(results), "--group", group, "--no_wandb", "--ckpt", "best",
         )  # fmt: skip
 
     task_dir = out / "task"
@@ -283,6 +277,8 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         done=out / "task_test" / "DONE",
     )
 
+    # Each stage hands on (and is tested with) its best checkpoint on the validation set: the
+    # validation curves of these short runs swing by several points from epoch to epoch.
     # One MSE codec trained long (codec-only steps are cheap); every learned codec below starts
     # from it and gets the same number of steps, so MSE and MVMICNet are compared fairly.
     base_dir = out / "codec_base"

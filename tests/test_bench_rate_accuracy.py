@@ -68,6 +68,21 @@ def test_summary_judges_each_goal_from_the_records(bench, tmp_path):
     assert "| stage 2 ≥ stage 1 in miou at every λ | **no** |" in text
 
 
+def test_a_bound_beyond_the_anchors_range_is_undetermined_not_a_verdict(bench):
+    # anchor reaches 0.5..0.7 at 1..4 bpp
+    anchor = ([1.0, 2.0, 4.0], [0.5, 0.6, 0.7])
+    # above the anchor's best: it needs > 4 bpp, so 0.3 bpp is < 0.075x (passes 0.1x) and
+    # 0.6 bpp is < 0.15x (open); below its cheapest: it needs < 1 bpp, so 0.05 is > 0.05x (open)
+    # and 0.2 is > 0.2x (fails)
+    rows = bench.bit_ratios(([0.3, 0.6, 0.05, 0.2], [0.8, 0.8, 0.4, 0.4]), anchor)
+    assert [r["bound"] for r in rows] == ["<", "<", ">", ">"]
+    verdicts = [bench.ratio_verdict(r, 0.1) for r in rows]
+    assert verdicts == [True, None, None, False]
+    assert bench.all_verdicts(verdicts[:2]) == "undetermined"
+    assert bench.all_verdicts(verdicts) is False
+    assert bench.all_verdicts(verdicts[:1]) is True
+
+
 def test_summary_says_missing_instead_of_guessing(bench, tmp_path):
     results = tmp_path / "results"
     append_point(results, "colondb", "uncompressed", {"bpp": 24.0, "miou": 0.9})

@@ -316,3 +316,24 @@ def test_hyperprior_codec_is_pluggable_in_2d(isic_root, tmp_path):
     assert 0 < model.test_point["bpp"] < 24
     with pytest.raises(ValueError, match="2D only"):
         tiny_module("D4", 3, codec="mbt2018-mean")
+
+
+def test_init_from_starts_c_and_s_from_another_design_and_d_fresh(isic_root, tmp_path):
+    L.seed_everything(0)
+    d2 = tiny_module("D2", 2)
+    ckpt = tmp_path / "d2.ckpt"
+    torch.save({"state_dict": d2.state_dict()}, ckpt)
+    L.seed_everything(1)
+    d4 = tiny_module("D4", 2, init_from=str(ckpt))
+    critic_before = {k: v.clone() for k, v in d4.critic.state_dict().items()}
+    assert not torch.equal(d4.codec.encoder[0].weight, d2.codec.encoder[0].weight)  # seeds
+    d4.setup("fit")
+    for name in ("codec", "task"):
+        ours, theirs = getattr(d4, name).state_dict(), getattr(d2, name).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), name
+    assert all(torch.equal(v, d4.critic.state_dict()[k]) for k, v in critic_before.items())
+    # D1's segmentor reads the image (3 channels), not g's one feature map: named, not loaded
+    d1 = tmp_path / "d1.ckpt"
+    torch.save({"state_dict": tiny_module("D1", 2).state_dict()}, d1)
+    with pytest.raises(ValueError, match=r"init_from .*d1\.ckpt.*design D4"):
+        tiny_module("D4", 2, init_from=str(d1)).setup("fit")

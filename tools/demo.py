@@ -87,7 +87,7 @@ def main() -> int:
     mvmic("anchors", "--config", "demo_task.yaml",
           "--ckpt_path", str(RUNS / "demo_task" / "checkpoints" / "best.ckpt"),
           "--codecs", "jpeg,jpeg2000,webp,hevc", "--results_dir", str(results.parent),
-          "--no_curves")
+          "--no_curves")  # fmt: skip
     mvmic("curves", str(results.parent), "--anchor", "hevc")
     by_name = dict(rows)
     s1 = by_name.get("MVMICNet stage 1", {}).get("miou", [None])[-1]

@@ -36,7 +36,7 @@ from mvmic.metrics import rate_metrics
 from mvmic.modules.base import BaseModule
 from mvmic.tasks.base import TaskNet
 from mvmic.tasks.critic import Critic, multiscale_l1
-from mvmic.tasks.segmentation import PALETTE, SegmentationNet
+from mvmic.tasks.segmentation import PALETTE, SegmentationNet, load_weights
 
 DESIGNS = ("D1", "D2", "D3", "D4")
 MONAI_ARCHS = ("UNet", "BasicUNet")
@@ -130,6 +130,9 @@ class GanSegmentation(BaseModule):
         seg_args: further segmentor keyword arguments (smp: ``encoder_depth``,
             ``decoder_channels``; MONAI UNet: ``channels``, ``strides``, ``num_res_units``).
         lmbda_cr: weight λ of the rate loss ``loss_cr`` (bits per pixel) in D4.
+        init_from: a checkpoint of another design (e.g. D2 for D4) whose C and S start this
+            run; D starts fresh. Lets D4's rate loss and critic begin from a working segmentor
+            instead of a random one (from scratch, the critic can outrun S for hundreds of steps).
         lr, betas: Adam for C+S and for D (SegAN: 2e-4, (0.5, 0.999)).
         bit_lr: learning rate of the bit model (the per-channel Bernoulli logits).
         clip_critic: clip D's weights to ±this after each D step (None = off).
@@ -157,6 +160,7 @@ class GanSegmentation(BaseModule):
         encoder: str = "resnet18",
         seg_args: dict[str, Any] | None = None,
         lmbda_cr: float = 0.1,
+        init_from: str | None = None,
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         bit_lr: float = 1e-2,
@@ -201,6 +205,25 @@ class GanSegmentation(BaseModule):
     @property
     def uses_critic(self) -> bool:
         return self.design != "D2"
+
+    def setup(self, stage: str) -> None:
+        # Before Lightning restores a resumed run's own checkpoint, which then wins.
+        if stage == "fit" and self.hparams.init_from:
+            self._init_from(self.hparams.init_from)
+
+    def _init_from(self, path: str) -> None:
+        parts = [("task.", self.task)] + ([("codec.", self.codec)] if self.codec else [])
+        for prefix, module in parts:
+            try:
+                load_weights(module, path, prefixes=(prefix,))
+            except (ValueError, RuntimeError) as err:
+                raise ValueError(
+                    f"init_from {path}: its {prefix.rstrip('.')} weights do not fit design "
+                    f"{self.design} with codec={self.hparams.codec!r}, "
+                    f"feature_channels={self.hparams.feature_channels} "
+                    f"({str(err).splitlines()[0][:200]}); start from a checkpoint of a design "
+                    "with the same codec and segmentor (D2, D3 or D4)"
+                ) from None
 
     def configure_models(self) -> None:
         hp = self.hparams

@@ -106,3 +106,22 @@ def test_readme_region_is_rewritten_and_nothing_else(bench, tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="has no"):
         bench.update_readme(readme, "x", None)
+
+
+def test_set_overrides_copy_the_settings_and_name_what_is_wrong(bench):
+    settings = bench.with_overrides(
+        bench.PART_SETTINGS,
+        ["seg.stage1.freeze_task=true", "gan.steps=500", "det.lmbdas=[0.001, 0.01]"],
+    )
+    assert settings["seg"].stage1["freeze_task"] is True
+    assert settings["seg"].stage1["lmbda_t"] == 1.0  # the rest of the mapping is kept
+    assert settings["gan"].steps == 500 and settings["det"].lmbdas == [0.001, 0.01]
+    assert "freeze_task" not in bench.SEG.stage1 and bench.GanPart().steps != 500
+    for bad, message in [
+        ("seg.stage1", "expected PART.FIELD"),
+        ("vid.steps=1", "unknown part 'vid'"),
+        ("seg.stepz=1", "seg has no field 'stepz'"),
+        ("seg.metric.x=1", "seg.metric is not a mapping"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            bench.with_overrides(bench.PART_SETTINGS, [bad])

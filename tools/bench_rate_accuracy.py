@@ -53,8 +53,8 @@ from mvmic.sweep import retarget_trainer  # noqa: E402
 PARTS = ("seg", "det", "gan")
 # The step budgets below are for 45 minutes on 2 CPU cores. Measured 2026-11-23: budgets
 # 1.0x / 0.88x of seg 400-400-200, det 200-60-30, gan 400 (task, stage 1, stage 2) took
-# 46.9 / 45.0 min, mostly in fits that scale with steps; these (about 0.75x) are sized for
-# about 41 min, leaving room for a slower machine.
+# 46.9 / 45.0 min, mostly in fits that scale with steps; these (about 0.75x) took 37.6 min,
+# leaving room for a slower machine.
 REFERENCE_MINUTES = 45.0
 
 

@@ -365,12 +365,10 @@ def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: fl
     results = out / "results"
     group = f"bench-{part.name}"
     cfgs = {}
+    last = {d: out / d.lower() / "checkpoints" / "last.ckpt" for d in part.designs}
     for design in part.designs:
         run_dir = out / design.lower()
-        init = {}
-        if design in part.init_from:
-            start = out / part.init_from[design].lower() / "checkpoints" / "last.ckpt"
-            init = {"init_from": str(start)}
+        init = {"init_from": str(last[part.init_from[design]])} if design in part.init_from else {}
         cfgs[design] = write_config(
             f"isic_gan_{design.lower()}.yaml",
             out / "configs" / f"{design.lower()}.yaml",
@@ -385,16 +383,15 @@ def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: fl
             run_dir=run_dir,
             group=group,
         )
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
         runner.mvmic("fit", "--config", str(cfgs[design]), done=run_dir / "DONE")
         runner.mvmic(
-            "test", "--config", str(cfgs[design]), "--ckpt_path", str(ckpt),
+            "test", "--config", str(cfgs[design]), "--ckpt_path", str(last[design]),
             done=out / f"{design.lower()}_test" / "DONE",
         )  # fmt: skip
     ref = part.designs[0]
     runner.mvmic(
         "anchors", "--config", str(cfgs[ref]),
-        "--ckpt_path", str(out / ref.lower() / "checkpoints" / "last.ckpt"),
+        "--ckpt_path", str(last[ref]),
         "--codecs", part.anchors, "--results_dir", str(results), "--no_curves",
         done=out / "anchors" / "DONE",
     )  # fmt: skip

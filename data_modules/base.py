@@ -11,8 +11,10 @@ from typing import Any, TypeVar
 import torch
 from lightning import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
+
+# Re-exported: every data module reads files through data_modules.reading (mvmic.io).
+from data_modules.reading import UnreadableFileError, image_size  # noqa: F401
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -21,40 +23,11 @@ R = TypeVar("R")
 ON_BAD_IMAGE = ("error", "skip")
 
 
-class UnreadableFileError(ValueError):
-    """A data file that cannot be read; ``path`` names it."""
-
-    def __init__(self, path: str | Path, why: str, kind: str = "image") -> None:
-        super().__init__(f"cannot read {kind} {path}: {why}")
-        self.path = Path(path)
-
-
 def check_on_bad_image(value: str) -> str:
     """Validate an ``on_bad_image`` value (raises ``ValueError`` naming the choices)."""
     if value not in ON_BAD_IMAGE:
-        raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {value!r}")
+        raise ValueError(f"--data.on_bad_image must be one of {ON_BAD_IMAGE}, got {value!r}")
     return value
-
-
-def image_size(path: str | Path, decode: bool = False) -> tuple[int, int]:
-    """(width, height) of an image file.
-
-    Args:
-        path: the file.
-        decode: decode every pixel too. Only the header is read otherwise, which misses a
-            truncated file or a damaged payload.
-
-    Raises:
-        UnreadableFileError: naming ``path``, when PIL cannot open or decode it.
-    """
-    try:
-        with Image.open(path) as img:
-            if decode:
-                img.load()
-            return img.size
-    # PIL reports bad data as any of these, depending on the format and where it breaks.
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise UnreadableFileError(path, str(err)) from None
 
 
 class BadFilePolicy:
@@ -285,4 +258,25 @@ class SplitDataModule(BadFilePolicy, LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        # A plain folder (``predict_root``) when given, else the test split.
+        if self.hparams.get("predict_root"):
+            from data_modules.predict import folder_loader
+
+            return folder_loader(
+                self.predict_dataset(), self.batch_size_for("test"), self.hparams.num_workers
+            )
         return self._loader("test", shuffle=False)
+
+    def predict_dataset(self) -> Dataset:
+        """The images of ``predict_root``, resized as the test split is."""
+        from data_modules.predict import ImageFolderDataset
+
+        size = self.hparams.get("image_size")
+        if isinstance(size, int):
+            size = (size, size)
+        return ImageFolderDataset(
+            self.hparams.predict_root,
+            self.in_channels,
+            tuple(size) if size else None,
+            window=getattr(self, "window", None),
+        )

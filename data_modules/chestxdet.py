@@ -28,13 +28,14 @@ import albumentations as A
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 from torch.utils.data import DataLoader, Dataset
 
 from data_modules.augment import apply_seeded
-from data_modules.base import BadFilePolicy, UnreadableFileError, check_on_bad_image, train_loader
+from data_modules.base import BadFilePolicy, check_on_bad_image, train_loader
 from data_modules.base import image_size as read_image_size
+from data_modules.reading import check_window, read_image_2d
+from mvmic import validation as check
 
 CHESTXDET_CLASSES = (
     "Atelectasis", "Calcification", "Cardiomegaly", "Consolidation", "Diffuse Nodule",
@@ -64,7 +65,11 @@ class DetRecord:
 
 
 class ChestXDetDataset(Dataset):
-    """Images resized to ``image_size`` with boxes (and instance masks) transformed alike."""
+    """Images resized to ``image_size`` with boxes (and instance masks) transformed alike.
+
+    Pixels are read through :mod:`mvmic.io` (8/16-bit PNG/TIFF, JPEG, DICOM), scaled to [0, 1]
+    by each file's own bit depth (``bit_depth`` in the sample) or mapped through ``window``.
+    """
 
     def __init__(
         self,
@@ -73,8 +78,10 @@ class ChestXDetDataset(Dataset):
         in_channels: int,
         with_masks: bool,
         augment: bool,
+        window: tuple[float, float] | None = None,
     ) -> None:
         self.records = records
+        self.window = window
         self.in_channels = in_channels
         self.with_masks = with_masks
         self.augment = augment  # seeded from torch's RNG, as data_modules.augment explains
@@ -114,11 +121,7 @@ class ChestXDetDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
-        try:
-            with Image.open(rec.path) as im:
-                image = np.asarray(im.convert("L" if self.in_channels == 1 else "RGB"))
-        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for bad data
-            raise UnreadableFileError(rec.path, str(err)) from None
+        image, bits = read_image_2d(rec.path, self.in_channels, self.window)
         if image.shape[:2] != (rec.height, rec.width):
             raise ValueError(
                 f"{rec.path}: image is {image.shape[1]}x{image.shape[0]} but its annotation "
@@ -133,8 +136,8 @@ class ChestXDetDataset(Dataset):
         if self.with_masks and len(rec.labels):
             kw["masks"] = list(self._masks(rec))
         out = apply_seeded(self.transform, **kw) if self.augment else self.transform(**kw)
-        img = torch.from_numpy(np.array(out["image"], dtype=np.float32)) / 255.0
-        img = img[None] if img.ndim == 2 else img.permute(2, 0, 1)
+        # float32 H×W×C in [0, 1] through albumentations (resize, flips, brightness clip)
+        img = torch.from_numpy(np.array(out["image"], dtype=np.float32)).permute(2, 0, 1)
         h, w = img.shape[-2:]
         boxes = torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4))
         labels = torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1))
@@ -148,15 +151,16 @@ class ChestXDetDataset(Dataset):
                 target["masks"] = torch.as_tensor(masks, dtype=torch.uint8)[keep]
             else:
                 target["masks"] = torch.zeros((0, h, w), dtype=torch.uint8)
-        return {"image": img, "target": target, "name": rec.name}
+        return {"image": img, "target": target, "name": rec.name, "bit_depth": bits}
 
 
 def collate_detection(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images (all the same size), keep targets and names as lists."""
+    """Stack images (all the same size) and bit depths, keep targets and names as lists."""
     return {
         "image": torch.stack([s["image"] for s in samples]),
         "target": [s["target"] for s in samples],
         "name": [s["name"] for s in samples],
+        "bit_depth": torch.tensor([s["bit_depth"] for s in samples]),
     }
 
 
@@ -195,7 +199,7 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
         root: dataset folder in one of the accepted layouts (see the module docstring).
         train_json, test_json: split files relative to ``root`` (found automatically if None).
         image_size: side (or ``(h, w)``) images are resized to.
-        in_channels: 1 keeps grey films grey; 3 converts to RGB.
+        in_channels: 1 keeps grey films grey; 3 converts to RGB (as ``mvmic compress`` does).
         batch_size: images per batch.
         num_workers: DataLoader workers.
         val_fraction: share of the train split held out (seeded) for validation.
@@ -210,6 +214,10 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
             (headers are read at setup, pixels when loaded); ``"skip"``: every image is decoded
             at setup and unreadable ones are left out, each named in a warning and counted in
             ``skipped``. The validation split is drawn as if they were there.
+        window: ``[lo, hi]`` mapped to [0, 1] (stored values, or HU for a DICOM with a
+            rescale); default None: each film scaled by its own full bit depth.
+        predict_root: a folder of plain films for ``mvmic predict`` (read with
+            ``mvmic.io.read_image``, resized as the test split); default: the test split.
     """
 
     dataset_name = "chestxdet"
@@ -230,8 +238,21 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
         augment: bool = True,
         split_file: str | None = None,
         on_bad_image: str = "error",
+        window: list[float] | None = None,
+        predict_root: str | None = None,
     ) -> None:
+        check.file_under("--data.train_json", root, train_json)
+        check.file_under("--data.test_json", root, test_json)
+        check.sizes("--data.image_size", image_size, length=2)
+        check.channels("--data.in_channels", in_channels)
+        check.loader(batch_size=batch_size, num_workers=num_workers)
+        check.fraction("--data.val_fraction", val_fraction, zero=False)
+        check.one_of("--data.invalid_boxes", invalid_boxes, ("fail", "drop"))
+        check.file_to_write("--data.split_file", split_file)
         super().__init__()
+        # Records take data_root from here (mvmic latency measures PNG/JPEG uploads from it).
+        self.save_hyperparameters()
+        self.hparams["root"] = str(root)  # plain values only: checkpoints load weights_only
         self.on_bad_image = check_on_bad_image(on_bad_image)
         self.root = Path(root)
         if invalid_boxes not in ("fail", "drop"):
@@ -244,6 +265,8 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
             (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         )
         self.in_channels = in_channels
+        self.window = check_window(window)
+        self.predict_root = predict_root
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.val_fraction = val_fraction
@@ -342,6 +365,12 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
             self.root, self.root / split, self.root / "images", self.root / f"{split}_data",
             self.root / f"{split}_data" / split, self.root / "images" / split,
         ]  # fmt: skip
+        # An annotation names a file inside the dataset, never a path out of it.
+        if Path(file_name).is_absolute() or ".." in Path(file_name).parts:
+            raise ValueError(
+                f"{json_path}: image {file_name!r} points outside the dataset folder "
+                f"{self.root}; file names must be relative paths inside it"
+            )
         for d in dirs:
             if (d / file_name).is_file():
                 return d / file_name
@@ -510,6 +539,8 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
         return {k: [n for n in split[k] if n not in skipped] for k in ("train", "val")}
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.predict_root:
+            return  # predict_dataloader reads the plain folder
         self._discover()
         if stage in (None, "fit", "validate") and self.train_set is None:
             before = self.skipped
@@ -521,7 +552,7 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
             by_name = {r.name: r for r in records}
             mk = lambda names, aug: ChestXDetDataset(  # noqa: E731
                 [by_name[n] for n in names], self.image_size, self.in_channels,
-                self.with_masks, aug,
+                self.with_masks, aug, self.window,
             )  # fmt: skip
             self.train_set = mk(self.split["train"], self.augment)
             self.val_set = mk(self.split["val"], False)
@@ -533,7 +564,7 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
                 )
             records = self._parse("test", self.test_json, _load_json(self.test_json))
             self.test_set = ChestXDetDataset(
-                records, self.image_size, self.in_channels, self.with_masks, False
+                records, self.image_size, self.in_channels, self.with_masks, False, self.window
             )
 
     def _loader(self, ds: Dataset | None, shuffle: bool) -> DataLoader:
@@ -559,4 +590,11 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
         return self._loader(self.test_set, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        if self.predict_root:
+            from data_modules.predict import ImageFolderDataset, folder_loader
+
+            ds = ImageFolderDataset(
+                self.predict_root, self.in_channels, self.image_size, window=self.window
+            )
+            return folder_loader(ds, self.batch_size, self.num_workers)
         return self._loader(self.test_set, shuffle=False)

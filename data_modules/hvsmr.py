@@ -26,6 +26,8 @@ from torch.utils.data import Dataset
 
 from data_modules.base import SplitDataModule, UnreadableFileError, check_on_bad_image
 from data_modules.splits import load_split, make_split, save_split
+from mvmic import validation as check
+from mvmic.io import nifti_to_frames
 
 _IMAGE = re.compile(r"^(?P<stem>.*pat(?P<n>\d+))\.nii(\.gz)?$")
 CLASS_NAMES = ("background", "myocardium", "blood_pool")
@@ -88,9 +90,14 @@ def load_volume(image: Path, label: Path) -> tuple[np.ndarray, np.ndarray]:
     bad = sorted(set(np.unique(lab).tolist()) - {0, 1, 2})
     if bad:
         raise ValueError(f"{label}: labels {bad[:5]} outside 0/1/2 (background/myocardium/blood)")
+    img = scale_intensity(img)
+    return nifti_to_frames(img)[None].copy(), nifti_to_frames(lab).copy()
+
+
+def scale_intensity(img: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1] between the volume's 0.5th and 99.5th percentiles."""
     lo, hi = np.percentile(img, (0.5, 99.5))
-    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
-    return img.transpose(2, 1, 0)[None].copy(), lab.transpose(2, 1, 0).copy()
+    return np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
 
 
 class HVSMRDataset(Dataset):
@@ -154,6 +161,9 @@ class HVSMRDataModule(SplitDataModule):
         on_bad_image: ``"error"`` (default): an unreadable volume stops with its file name;
             ``"skip"``: that patient is left out of its split, named in a warning and counted
             in ``skipped``. (Volumes are read whole at setup either way.)
+        predict_root: a folder of NIfTI volumes (``.nii``/``.nii.gz``) for ``mvmic predict``,
+            read with ``mvmic.io.read_image`` and scaled as the splits are; default: the test
+            split.
     """
 
     dataset_name = "hvsmr"
@@ -171,7 +181,13 @@ class HVSMRDataModule(SplitDataModule):
         split_file: str | None = None,
         augment: bool = True,
         on_bad_image: str = "error",
+        predict_root: str | None = None,
     ) -> None:
+        check.sizes("--data.crop_size", crop_size, length=3, scalar=False)
+        check.each(check.positive_int, "--data", crops_per_volume=crops_per_volume)
+        check.loader(batch_size=batch_size, num_workers=num_workers)
+        check.fractions_sum("--data", val_fraction=val_fraction, test_fraction=test_fraction)
+        check.existing_file("--data.split_file", split_file)
         super().__init__()
         check_on_bad_image(on_bad_image)
         if len(crop_size) != 3:
@@ -184,7 +200,7 @@ class HVSMRDataModule(SplitDataModule):
         self.datasets: dict[str, HVSMRDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        if self.split is not None:
+        if self.split is not None or (stage == "predict" and self.hparams.predict_root):
             return
         hp = self.hparams
         pairs = find_hvsmr_pairs(hp.root)
@@ -210,6 +226,14 @@ class HVSMRDataModule(SplitDataModule):
             "val": HVSMRDataset(vols["val"]),
             "test": HVSMRDataset(vols["test"]),
         }
+
+    def predict_dataset(self) -> Dataset:
+        """The whole volumes of ``predict_root``, in the splits' axes and intensity scaling."""
+        from data_modules.predict import ImageFolderDataset
+
+        return ImageFolderDataset(
+            self.hparams.predict_root, 1, volumes=True, normalize=scale_intensity
+        )
 
     def batch_size_for(self, part: str) -> int:
         # Evaluation runs on whole volumes of differing sizes, one at a time.

@@ -16,6 +16,7 @@ import albumentations as A
 
 from data_modules.base import SplitDataModule, check_on_bad_image
 from data_modules.segmentation import SegmentationDataset, check_pair
+from mvmic import validation as check
 
 #: split -> folder names tried in order (the official test set is published as "Test_v2")
 SPLIT_DIRS = {"train": ("Training",), "val": ("Validation",), "test": ("Test_v2", "Test")}
@@ -70,6 +71,8 @@ class ISICDataModule(SplitDataModule):
         on_bad_image: ``"error"`` (default): an unreadable image or mask stops with its file
             name; ``"skip"``: files are decoded at setup and unreadable samples left out, each
             named in a warning and counted in ``skipped``.
+        predict_root: a folder of plain images for ``mvmic predict`` (read with
+            ``mvmic.io.read_image``, resized as the test split); default: the test split.
     """
 
     dataset_name = "isic2017"
@@ -83,7 +86,12 @@ class ISICDataModule(SplitDataModule):
         augment: bool = True,
         eval_batch_size: int | None = None,
         on_bad_image: str = "error",
+        predict_root: str | None = None,
     ) -> None:
+        check.positive_int("--data.image_size", image_size)
+        check.loader(
+            batch_size=batch_size, num_workers=num_workers, eval_batch_size=eval_batch_size
+        )
         super().__init__()
         check_on_bad_image(on_bad_image)
         self.save_hyperparameters()
@@ -104,6 +112,8 @@ class ISICDataModule(SplitDataModule):
         return A.Compose(ops)
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.hparams.predict_root:
+            return  # predict_dataloader reads the plain folder
         splits = {
             "fit": ("train", "val"),
             "validate": ("val",),

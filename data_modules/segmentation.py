@@ -9,14 +9,14 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from data_modules.augment import apply_seeded
-from data_modules.base import SplitDataModule, UnreadableFileError, check_on_bad_image, image_size
+from data_modules.base import SplitDataModule, check_on_bad_image, image_size
+from data_modules.reading import IMAGE_EXTS, check_window, read_binary_mask, read_image_2d
 from data_modules.splits import load_split, make_split, save_split
+from mvmic import validation as check
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LAYOUTS = ("auto", "pranet", "original", "kvasir")
 
 
@@ -78,15 +78,6 @@ def find_pairs(root: str | Path, layout: str = "auto") -> tuple[list[tuple[Path,
     return [(images[k], masks[k]) for k in sorted(images, key=key)], layout
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        img = Image.open(path)
-        img.load()
-        return img
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise UnreadableFileError(path, str(err)) from None
-
-
 def check_pair(image: Path, mask: Path, decode: bool = False) -> tuple[Path, Path]:
     """Open an image and its mask (``decode``: every pixel) and compare their sizes.
 
@@ -107,7 +98,12 @@ def check_sizes(pairs: list[tuple[Path, Path]]) -> None:
 
 
 class SegmentationDataset(Dataset):
-    """Image/mask pairs; masks are binarised at 127 (JPEG masks carry compression noise)."""
+    """Image/mask pairs read through :mod:`mvmic.io` (see :mod:`data_modules.reading`).
+
+    Samples: ``image`` C×H×W float32 in [0, 1] (scaled by the file's own bit depth, or by
+    ``window``), ``mask`` H×W int64 0/1 (0/1 label maps as they are, else foreground above
+    127: JPEG masks carry compression noise), ``bit_depth`` the image file's, ``name``.
+    """
 
     def __init__(
         self,
@@ -115,25 +111,27 @@ class SegmentationDataset(Dataset):
         transform: A.Compose,
         in_channels: int = 3,
         random: bool = False,
+        window: tuple[float, float] | None = None,
     ) -> None:
         self.pairs, self.transform, self.in_channels = pairs, transform, in_channels
         self.random = random  # augmenting: seed each sample from torch's RNG
+        self.window = window
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image_path, mask_path = self.pairs[i]
-        image = np.asarray(_open(image_path).convert("RGB" if self.in_channels == 3 else "L"))
-        mask = (np.asarray(_open(mask_path).convert("L")) > 127).astype(np.uint8)
+        image, bits = read_image_2d(image_path, self.in_channels, self.window)
+        mask = read_binary_mask(mask_path)
         if self.random:
             out = apply_seeded(self.transform, image=image, mask=mask)
         else:
             out = self.transform(image=image, mask=mask)
-        image = torch.from_numpy(np.array(out["image"])).float() / 255.0
-        image = image.permute(2, 0, 1) if image.dim() == 3 else image.unsqueeze(0)
+        # albumentations keeps float32 H×W×C images in [0, 1] (resize, flips, jitter clip).
+        image = torch.from_numpy(np.array(out["image"], dtype=np.float32)).permute(2, 0, 1)
         mask = torch.from_numpy(np.array(out["mask"])).long()
-        return {"image": image, "mask": mask, "name": image_path.stem}
+        return {"image": image, "mask": mask, "name": image_path.stem, "bit_depth": bits}
 
 
 class SegmentationDataModule(SplitDataModule):
@@ -146,7 +144,7 @@ class SegmentationDataModule(SplitDataModule):
         dataset_name: name used for results records (default from the layout: ``colondb`` or
             ``kvasir``).
         image_size: resize to this (int or [H, W]); every batch needs one size.
-        in_channels: 3 (RGB) or 1 (grey).
+        in_channels: 3 (RGB) or 1 (grey); converted as ``mvmic compress`` converts.
         batch_size, num_workers: loader settings.
         val_fraction, test_fraction, seed: the seeded split (no official split exists).
         split_file: load this saved split instead of drawing one.
@@ -155,6 +153,10 @@ class SegmentationDataModule(SplitDataModule):
             file name (headers are checked at setup, pixels when read); ``"skip"``: every file
             is decoded at setup, unreadable samples are left out of their split, each named in
             a warning and counted in ``skipped``.
+        window: ``[lo, hi]`` mapped to [0, 1] (stored values, or HU for a DICOM with a
+            rescale); default None: each image scaled by its own full bit depth.
+        predict_root: a folder of plain images for ``mvmic predict`` (read with
+            ``mvmic.io.read_image``, resized as the test split); default: the test split.
     """
 
     def __init__(
@@ -172,13 +174,23 @@ class SegmentationDataModule(SplitDataModule):
         split_file: str | None = None,
         augment: bool = True,
         on_bad_image: str = "error",
+        window: list[float] | None = None,
+        predict_root: str | None = None,
     ) -> None:
+        check.one_of("--data.layout", layout, LAYOUTS, "a layout")
+        check.text("--data.dataset_name", dataset_name)
+        check.sizes("--data.image_size", image_size, length=2)
+        check.channels("--data.in_channels", in_channels)
+        check.loader(batch_size=batch_size, num_workers=num_workers)
+        check.fractions_sum("--data", val_fraction=val_fraction, test_fraction=test_fraction)
+        check.existing_file("--data.split_file", split_file)
         super().__init__()
         check_on_bad_image(on_bad_image)
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         self.save_hyperparameters()
         self.in_channels = in_channels
+        self.window = check_window(window)
         self.num_classes = 2
         self._dataset_name = dataset_name
         self.split: dict[str, list[str]] | None = None
@@ -224,7 +236,7 @@ class SegmentationDataModule(SplitDataModule):
         return A.Compose(ops)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.split is not None:
+        if self.split is not None or (stage == "predict" and self.hparams.predict_root):
             return
         hp = self.hparams
         pairs, layout = find_pairs(hp.root, hp.layout)
@@ -249,6 +261,7 @@ class SegmentationDataModule(SplitDataModule):
                 self.transforms(train=part == "train"),
                 self.in_channels,
                 random=part == "train" and self.hparams.augment,
+                window=self.window,
             )
             for part in ("train", "val", "test")
         }

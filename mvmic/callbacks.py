@@ -9,7 +9,7 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
-from mvmic.results import append_point
+from mvmic.evaluation.records import append_point
 
 
 def _rgb(x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +82,9 @@ class ResultsWriter(Callback):
             module.method_name,
             point,
             description=module.description,
-            fields={"data_root": str(root)} if root else None,
+            key=getattr(module, "POINT_KEY", None),
+            # Absolute, so `mvmic latency` finds the images from any working directory.
+            fields={"data_root": str(Path(root).resolve())} if root else None,
         )
         module.results_path = path
         print(f"results: {path}")
@@ -90,7 +92,7 @@ class ResultsWriter(Callback):
         for logger in wandb_loggers:
             logger.experiment.summary.update({f"record/{k}": v for k, v in point.items()})
         if self.draw_curves:
-            from mvmic.curves import draw_curves, log_curves_to_wandb
+            from mvmic.evaluation.curves import draw_curves, log_curves_to_wandb
 
             curves = draw_curves(results_dir)
             for logger in wandb_loggers:

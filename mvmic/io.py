@@ -23,11 +23,25 @@ Accepted inputs:
   (``meta["value_step"]`` is the quantisation step).
 * ``.npy``: H×W, C×H×W or H×W×C (C = 1 or 3), D×H×W (grey frames), F×C×H×W. Integer arrays
   as DICOM; float arrays in [0, 1] are used as they are (16-bit codes when written); other
-  float arrays are min–max quantised to 16 bits.
+  float arrays are min–max quantised to 16 bits. A 3-D array with 3 on its first axis is read
+  as 3 slices, never as one RGB image, unless ``npy_layout="chw"`` says so; H×W×3 is RGB only
+  for uint8, bool or [0, 1] float data (signed, wider-integer and other float data is never
+  RGB). ``meta["npy_layout"]`` says which layout was used and ``meta["npy_layout_other"]``
+  the other reading when the array could be either.
+
+Writing (:func:`write_image`) goes through a temporary file beside the target that is renamed
+onto it, so a failure never leaves a half-written file; ``overwrite=False`` refuses existing
+files. With ``meta``, the output takes the source's channels (an RGB decode of a grey source
+goes back to grey by BT.601 luma, as on the way in; grey into an RGB source is repeated), and a
+reconstruction whose frames or size differ from the source's is refused.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +51,17 @@ from torch import Tensor
 
 #: File name endings that :func:`read_image` understands (others are tried as DICOM).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-SUPPORTED_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm", ".dicom", ".nii", ".nii.gz", ".npy")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+SUPPORTED_SUFFIXES = (*IMAGE_SUFFIXES, *DICOM_SUFFIXES, ".nii", ".nii.gz", ".npy")
 #: ITU-R BT.601 luma weights, the same as Pillow's ``convert("L")``.
 LUMA = (0.299, 0.587, 0.114)
+#: Layouts of a 3-D ``.npy`` array (``read_image(..., npy_layout=...)``), and what each means.
+NPY_LAYOUTS = {
+    "auto": "decided from the shape and dtype",
+    "dhw": "slices (D×H×W)",
+    "chw": "one image (C×H×W)",
+    "hwc": "one image (H×W×C)",
+}
 
 
 class ImageReadError(ValueError):
@@ -53,15 +75,21 @@ def suffix_of(path: str | Path) -> str:
 
 
 def is_supported(path: str | Path) -> bool:
+    """Whether :func:`read_image` reads files with this name ending."""
     return suffix_of(path) in SUPPORTED_SUFFIXES
 
 
 # -- reading ------------------------------------------------------------------------------
-def read_image(path: str | Path) -> tuple[np.ndarray, int, dict[str, Any]]:
+def read_image(
+    path: str | Path, *, npy_layout: str = "auto"
+) -> tuple[np.ndarray, int, dict[str, Any]]:
     """Read an image or volume as float32 in [0, 1].
 
     Args:
         path: a PNG/JPEG/TIFF, DICOM, NIfTI or ``.npy`` file.
+        npy_layout: how a 3-D ``.npy`` array is read: ``"auto"`` (a 3×H×W array is 3
+            slices; H×W×3 is RGB only for uint8, bool or [0, 1] float data), ``"dhw"``
+            (slices), ``"chw"`` or ``"hwc"`` (one grey or RGB image). Other files ignore it.
 
     Returns:
         ``(x, bit_depth, meta)``: ``x`` is C×H×W for one image or F×C×H×W for several frames
@@ -72,6 +100,8 @@ def read_image(path: str | Path) -> tuple[np.ndarray, int, dict[str, Any]]:
         ImageReadError: naming the file, when it is missing, unsupported or unreadable.
     """
     path = Path(path)
+    if npy_layout not in NPY_LAYOUTS:
+        raise ValueError(f"npy_layout {npy_layout!r}: use one of {list(NPY_LAYOUTS)}")
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     suffix = suffix_of(path)
@@ -81,7 +111,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, int, dict[str, Any]]:
         elif suffix in (".nii", ".nii.gz"):
             codes, bits, meta = _read_nifti(path)
         elif suffix == ".npy":
-            codes, bits, meta = _read_npy(path)
+            codes, bits, meta = _read_npy(path, npy_layout)
         else:
             codes, bits, meta = _read_dicom(path)
     except ImageReadError:
@@ -91,7 +121,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, int, dict[str, Any]]:
         raise ImageReadError(f"{path}: cannot read as an image ({msg})") from err
     if codes.ndim != 4 or codes.shape[1] not in (1, 3) or 0 in codes.shape:
         raise ImageReadError(f"{path}: unsupported image shape {codes.shape}")
-    meta.update(source=str(path), shape=tuple(codes.shape))
+    meta.update(source=str(path), shape=tuple(codes.shape), bit_depth=bits)
     if codes.dtype.kind == "f":  # already in [0, 1] (float .npy)
         x = codes.astype(np.float32)
     else:
@@ -235,6 +265,20 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
     return _to_fchw(codes, layout), bits, _meta("dicom", value_min=vmin, invert=invert, **extra)
 
 
+def nifti_to_frames(a: np.ndarray) -> np.ndarray:
+    """A NIfTI data array X×Y×Z[×…] as frames Z×Y×X[×…]: slice k, rows y, columns x.
+
+    The one axis convention of mvmic for volumes (the HVSMR data module, ``mvmic compress``,
+    ``predict``, the service), so a model sees files as it saw them in training.
+    """
+    return np.swapaxes(a, 0, 2)
+
+
+def frames_to_nifti(v: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`nifti_to_frames`: frames Z×Y×X back to NIfTI's X×Y×Z."""
+    return np.ascontiguousarray(np.swapaxes(v, 0, 2))
+
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
     import nibabel as nib
 
@@ -252,22 +296,25 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
     else:
         codes, bits, more = _float_codes(a)
         extra.update(more)
-    return codes.transpose(2, 0, 1)[:, None], bits, _meta("nifti", **extra)
+    return nifti_to_frames(codes)[:, None], bits, _meta("nifti", **extra)
 
 
-def _read_npy(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
+def _read_npy(path: Path, npy_layout: str = "auto") -> tuple[np.ndarray, int, dict[str, Any]]:
     a = np.load(path, allow_pickle=False)
-    if a.dtype == bool:
-        a = a.astype(np.uint8)
+    extra: dict[str, Any] = {"dtype": str(a.dtype), "array_shape": tuple(a.shape)}
     if a.ndim == 2:
         layout = "hw"
     elif a.ndim == 3:
-        layout = "chw" if a.shape[0] in (1, 3) else "hwc" if a.shape[2] in (1, 3) else "fhw"
+        layout, other = _npy_layout_3d(path, a, npy_layout)
+        extra["npy_layout"] = layout
+        if other:
+            extra["npy_layout_other"] = other
     elif a.ndim == 4:
         layout = "fchw"
     else:
         raise ImageReadError(f"{path}: array of shape {a.shape} is not an image")
-    extra: dict[str, Any] = {"dtype": str(a.dtype)}
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
     if a.dtype.kind in "iu":
         codes, bits, vmin = _int_codes(a)
         extra["value_min"] = vmin
@@ -281,9 +328,66 @@ def _read_npy(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
         raise ImageReadError(f"{path}: arrays of dtype {a.dtype} are not images")
     if layout == "chw":
         codes = codes[None]
+    elif layout == "dhw":
+        codes = codes[:, None]
     elif layout != "fchw":
         codes = _to_fchw(codes, layout)
     return codes, bits, _meta("npy", **extra)
+
+
+def _npy_layout_3d(path: Path, a: np.ndarray, wanted: str) -> tuple[str, str | None]:
+    """``(layout, other)`` of a 3-D array; ``other`` is the reading not taken when both fit."""
+    first, last = a.shape[0], a.shape[2]
+    if wanted == "dhw":
+        return "dhw", None
+    if wanted in ("chw", "hwc"):
+        c = first if wanted == "chw" else last
+        if c not in (1, 3):
+            raise ImageReadError(
+                f"{path}: npy_layout {wanted} needs 1 or 3 channels, the array is "
+                f"{'×'.join(map(str, a.shape))}"
+            )
+        return wanted, None
+    # Signed, wide-integer and non-[0, 1] float data are slices of a volume, never colour.
+    colour = a.dtype in (np.uint8, np.bool_) or (
+        a.dtype.kind == "f" and a.size > 0 and 0 <= np.nanmin(a) and np.nanmax(a) <= 1
+    )
+    if first == 1:
+        return "chw", None
+    if first == 3:  # 3 slices or one RGB image: slices, unless the caller says chw
+        return "dhw", "chw" if colour else None
+    if last == 1:
+        return "hwc", None
+    if last == 3 and colour:
+        return "hwc", "dhw"
+    return "dhw", None
+
+
+def npy_layout_note(meta: dict[str, Any], option: str = "npy_layout=") -> str | None:
+    """The layout a 3-D ``.npy`` was read with, when it could be read two ways, else ``None``.
+
+    Args:
+        meta: the meta of :func:`read_image`.
+        option: how to spell the choice for the reader (a command passes ``"--npy_layout "``).
+
+    Returns:
+        e.g. ``"read a.npy (3×32×32 uint8) as 3 slices (D×H×W); pass npy_layout=chw to read
+        it as one RGB image (C×H×W)"``.
+    """
+    other = meta.get("npy_layout_other")
+    if not other:
+        return None
+
+    def said(layout: str) -> str:
+        if layout == "dhw":
+            return f"{meta['array_shape'][0]} slices (D×H×W)"
+        return NPY_LAYOUTS[layout].replace("one image", "one RGB image")
+
+    shape = "×".join(map(str, meta["array_shape"]))
+    return (
+        f"read {meta['source']} ({shape} {meta['dtype']}) as {said(meta['npy_layout'])}; "
+        f"pass {option}{other} to read it as {said(other)}"
+    )
 
 
 # -- channels -----------------------------------------------------------------------------
@@ -324,53 +428,199 @@ def source_values(codes: np.ndarray, bit_depth: int, meta: dict[str, Any]) -> np
     return values.astype(dtype)
 
 
+def output_paths(path: str | Path, frames: int) -> list[Path]:
+    """The files that :func:`write_image` (or a mask writer) creates for ``frames`` frames.
+
+    Several frames go to one multi-page ``.tif``, one volume (``.npy``, NIfTI, DICOM), or,
+    for the other raster formats, one file per frame: ``name_0000.png``, ``name_0001.png``, …
+    """
+    path = Path(path)
+    suffix = suffix_of(path)
+    if frames > 1 and suffix in IMAGE_SUFFIXES and suffix not in (".tif", ".tiff"):
+        return [path.with_name(f"{path.stem}_{i:04d}{path.suffix}") for i in range(frames)]
+    return [path]
+
+
+def check_writable(path: str | Path, overwrite: bool = True) -> None:
+    """Raise the error that writing ``path`` would meet, before anything is written.
+
+    Raises:
+        NotADirectoryError: a folder above ``path`` is a regular file.
+        IsADirectoryError: ``path`` is a folder.
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder")
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise FileExistsError(f"{path} already exists")
+
+
+@contextmanager
+def atomic_outputs(paths: list[Path], overwrite: bool = True) -> Iterator[list[Path]]:
+    """Yield temporary paths beside ``paths`` to write; on success each is renamed onto its
+    target, on any failure all are deleted, so no target is ever left half-written.
+
+    Args:
+        paths: the files to create (their folders are made as needed).
+        overwrite: whether existing files may be replaced (else :class:`FileExistsError`).
+    """
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        check_writable(p, overwrite)
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    # Same folder (a rename within one file system is atomic) and same suffix (the libraries
+    # choose the format, and .nii.gz compression, from it); hidden so no folder scan reads it.
+    tmps = [p.with_name(f".{p.name}.{token}.part{suffix_of(p)}") for p in paths]
+    try:
+        yield tmps
+        if not overwrite:  # re-check: another process may have written one meanwhile
+            for p in paths:
+                check_writable(p, overwrite)
+        for tmp, p in zip(tmps, paths):
+            os.replace(tmp, p)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
 def write_image(
     path: str | Path,
     x: Tensor | np.ndarray,
     bit_depth: int = 8,
     meta: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = True,
 ) -> list[Path]:
     """Write a reconstruction (C×H×W or F×C×H×W in [0, 1]) at ``bit_depth``.
 
     ``.png``/``.tif``: 8-bit up to 8 bits, else 16-bit holding the codes ``0..2**b - 1``;
     several frames → a multi-page TIFF, or one PNG per frame (``name_0000.png``, …).
-    ``.jpg``: 8-bit only. ``.npy``: the codes (uint8/uint16), or the source values when
-    ``meta`` is given. ``.nii``/``.nii.gz``: grey frames as slices ``[:, :, k]``, in source
-    values and with the source affine when ``meta`` comes from a NIfTI. ``.dcm``: a copy of
-    the source DICOM (``meta["source"]``) with the reconstructed pixels, a new SOP Instance
-    UID and LossyImageCompression = "01".
+    ``.jpg``: 8-bit only. ``.npy``: the codes (uint8/uint16), or the source values (in the
+    source's array layout for a ``.npy`` source) when ``meta`` is given. ``.nii``/``.nii.gz``:
+    grey frames as slices ``[:, :, k]``, in source values and with the source affine when
+    ``meta`` comes from a NIfTI. ``.dcm``: a copy of the source DICOM (``meta["source"]``)
+    with the reconstructed pixels, a new SOP Instance UID and LossyImageCompression = "01".
+
+    Channels: with ``meta`` every format gets the source's channel count (3 → 1 by BT.601
+    luma, 1 → 3 by repeating); without it the channels are written as they are, and NIfTI,
+    which holds grey only, refuses 3 channels.
+
+    Args:
+        path: the file to write; its suffix chooses the format.
+        x: the reconstruction in [0, 1].
+        bit_depth: the source bit depth (1..16).
+        meta: the source's meta from :func:`read_image`; its frames, size and bit depth
+            must match the reconstruction's.
+        overwrite: replace existing files (else :class:`FileExistsError`, nothing written).
 
     Returns:
         The paths written.
+
+    Raises:
+        ValueError: the format cannot hold this reconstruction, or ``meta`` is not its source.
     """
     path = Path(path)
-    arr = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    arr = x.detach().cpu().float().numpy() if isinstance(x, Tensor) else np.asarray(x)
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[1] not in (1, 3):
         raise ValueError(f"{path}: expected C×H×W or F×C×H×W with C = 1 or 3, got {arr.shape}")
     if not 1 <= bit_depth <= 16:
         raise ValueError(f"{path}: bit depth {bit_depth} is not 1..16")
-    codes = to_codes(arr, bit_depth)
     suffix = suffix_of(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in IMAGE_SUFFIXES:
-        return _write_raster(path, codes, suffix)
-    if suffix == ".npy":
-        out = source_values(codes, bit_depth, meta) if meta else codes
-        np.save(path, out[0] if out.shape[0] == 1 else out)
-        return [path]
-    if suffix in (".nii", ".nii.gz"):
-        return [_write_nifti(path, codes, bit_depth, meta)]
-    if suffix in (".dcm", ".dicom"):
-        return [_write_dicom(path, codes, bit_depth, meta)]
-    raise ValueError(
-        f"{path}: cannot write {suffix or 'files without a suffix'}; "
-        f"use one of {list(SUPPORTED_SUFFIXES)}"
-    )
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise ValueError(
+            f"{path}: cannot write {suffix or 'files without a suffix'}; "
+            f"use one of {list(SUPPORTED_SUFFIXES)}"
+        )
+    if meta:
+        arr = fit_to_source(arr, bit_depth, meta, path)
+    if suffix in (".nii", ".nii.gz") and arr.shape[1] != 1:
+        why = (
+            f"the source {meta.get('source', '(meta)')} is RGB"
+            if meta
+            else "this reconstruction has 3 channels; give the grey source's meta "
+            "(mvmic decompress --like SOURCE) to turn it grey"
+        )
+        raise ValueError(
+            f"{path}: NIfTI holds grey frames only and {why}; or write .png, .tif or .npy"
+        )
+    codes = to_codes(arr, bit_depth)
+    paths = output_paths(path, len(codes))
+    with atomic_outputs(paths, overwrite) as tmps:
+        if suffix in IMAGE_SUFFIXES:
+            _write_raster(tmps, codes, suffix, path)
+        elif suffix == ".npy":
+            out = _npy_values(codes, bit_depth, meta)
+            with open(tmps[0], "wb") as f:
+                np.save(f, out)
+        elif suffix in (".nii", ".nii.gz"):
+            _write_nifti(tmps[0], codes, bit_depth, meta)  # grey: checked above
+        else:
+            _write_dicom(tmps[0], codes, bit_depth, meta, path)
+    return paths
 
 
-def _write_raster(path: Path, codes: np.ndarray, suffix: str) -> list[Path]:
+def fit_to_source(
+    x: np.ndarray, bit_depth: int, meta: dict[str, Any], path: str | Path = "output"
+) -> np.ndarray:
+    """Give a reconstruction (F×C×H×W in [0, 1]) the channels of the source ``meta`` describes.
+
+    A 3-channel decode of a grey source goes back to grey by BT.601 luma, as the encoder's
+    conversion did on the way in; a grey decode of an RGB source is repeated to 3 channels.
+
+    Raises:
+        ValueError: the source's frames, size or bit depth differ from the reconstruction's
+            (``meta`` is not this reconstruction's source), naming both.
+    """
+    shape = meta.get("shape")
+    if shape is not None:
+        f, c, h, w = shape
+        if (x.shape[0], *x.shape[2:]) != (f, h, w):
+            got = "×".join(map(str, (x.shape[0], *x.shape[2:])))
+            raise ValueError(
+                f"{path}: the reconstruction is {got} (frames×H×W) but the source "
+                f"{meta.get('source', '(meta)')} is {f}×{h}×{w}: not its source"
+            )
+        if x.shape[1] != c:
+            x = match_channels(torch.from_numpy(np.ascontiguousarray(x)), c).numpy()
+    bits = meta.get("bit_depth")
+    if bits is not None and bits != bit_depth:
+        raise ValueError(
+            f"{path}: the reconstruction is {bit_depth}-bit but the source "
+            f"{meta.get('source', '(meta)')} is {bits}-bit: not its source"
+        )
+    return x
+
+
+def _npy_values(codes: np.ndarray, bits: int, meta: dict[str, Any] | None) -> np.ndarray:
+    if not meta:
+        return codes[0] if codes.shape[0] == 1 else codes
+    out = source_values(codes, bits, meta)
+    layout = meta.get("npy_layout") or {2: "hw", 4: "fchw"}.get(len(meta.get("array_shape", ())))
+    if meta.get("format") != "npy" or layout is None:
+        return out[0] if out.shape[0] == 1 else out
+    # Back to the source array's own layout, so that the copy can replace it.
+    if layout == "hw":
+        return out[0, 0]
+    if layout == "chw":
+        return out[0]
+    if layout == "hwc":
+        return out[0].transpose(1, 2, 0)
+    if layout == "dhw":
+        return out[:, 0]
+    return out
+
+
+def _write_raster(tmps: list[Path], codes: np.ndarray, suffix: str, path: Path) -> None:
     from PIL import Image
 
     deep = codes.dtype == np.uint16
@@ -381,55 +631,57 @@ def _write_raster(path: Path, codes: np.ndarray, suffix: str) -> list[Path]:
 
         if codes.shape[0] != 1 or suffix not in (".png", ".tif", ".tiff"):
             raise ValueError(f"{path}: 16-bit RGB is written as one .png or .tif per image")
-        cv2.imwrite(str(path), cv2.cvtColor(codes[0].transpose(1, 2, 0), cv2.COLOR_RGB2BGR))
-        return [path]
+        bgr = cv2.cvtColor(codes[0].transpose(1, 2, 0), cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(tmps[0]), bgr):
+            raise OSError(f"cannot write {path}: OpenCV failed")
+        return
     images = [
         Image.fromarray(f[0] if f.shape[0] == 1 else np.ascontiguousarray(f.transpose(1, 2, 0)))
         for f in codes
     ]
-    if len(images) == 1:
-        images[0].save(path)
-        return [path]
-    if suffix in (".tif", ".tiff"):
-        images[0].save(path, save_all=True, append_images=images[1:])
-        return [path]
-    paths = [path.with_name(f"{path.stem}_{i:04d}{path.suffix}") for i in range(len(images))]
-    for img, p in zip(images, paths):
+    if len(images) > 1 and len(tmps) == 1:  # multi-page TIFF
+        images[0].save(tmps[0], save_all=True, append_images=images[1:])
+        return
+    for img, p in zip(images, tmps, strict=True):
         img.save(p)
-    return paths
 
 
-def _write_nifti(path: Path, codes: np.ndarray, bits: int, meta: dict[str, Any] | None) -> Path:
+def _write_nifti(path: Path, codes: np.ndarray, bits: int, meta: dict[str, Any] | None) -> None:
     import nibabel as nib
 
-    if codes.shape[1] != 1:
-        raise ValueError(f"{path}: NIfTI output holds grey frames only")
-    vol = codes[:, 0].transpose(1, 2, 0)  # F×H×W → H×W×F: frame k is [:, :, k]
+    vol = frames_to_nifti(codes[:, 0])  # F×H×W → W×H×F: frame k is [:, :, k]
     meta = meta or {}
     values = source_values(vol, bits, meta) if meta else vol
     affine = np.array(meta["affine"]) if "affine" in meta else np.eye(4)
     nib.save(nib.Nifti1Image(values, affine), path)
-    return path
 
 
-def _write_dicom(path: Path, codes: np.ndarray, bits: int, meta: dict[str, Any] | None) -> Path:
+def _write_dicom(
+    tmp: Path, codes: np.ndarray, bits: int, meta: dict[str, Any] | None, path: Path
+) -> None:
     import pydicom
     from pydicom.uid import generate_uid
 
     if not meta or meta.get("format") != "dicom":
         raise ValueError(f"{path}: a DICOM copy needs the meta of the source DICOM (read_image)")
     ds = pydicom.dcmread(meta["source"])
+    samples = int(ds.get("SamplesPerPixel", 1))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    want = (frames, samples, int(ds.Rows), int(ds.Columns))
+    if codes.shape != want:  # the header and the pixels must agree, or the file is malformed
+        raise ValueError(
+            f"{path}: the reconstruction is {'×'.join(map(str, codes.shape))} (F×C×H×W) but "
+            f"{meta['source']} holds {'×'.join(map(str, want))}: not its source"
+        )
     stored = source_values(codes, bits, meta)  # F×C×H×W in the source dtype
-    if stored.shape[1] == 1:
-        stored = stored[:, 0]
-    else:
-        stored = stored.transpose(0, 2, 3, 1)
-    if stored.shape[0] == 1:
+    stored = stored[:, 0] if samples == 1 else stored.transpose(0, 2, 3, 1)
+    if frames == 1:
         stored = stored[0]
-    ds.set_pixel_data(stored, meta["photometric"], int(meta["bits_stored"]))
+    # pydicom decodes YBR colour to RGB, so colour pixels are RGB whatever the source said.
+    photometric = meta["photometric"] if samples == 1 else "RGB"
+    ds.set_pixel_data(stored, photometric, int(meta["bits_stored"]))
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.LossyImageCompression = "01"
     ds.DerivationDescription = "mvmic learned lossy compression"
-    ds.save_as(path)
-    return path
+    ds.save_as(tmp)

@@ -1,4 +1,4 @@
-"""Training objectives: MVMICNet's rate–distortion–accuracy loss."""
+"""Training objectives: MVMICNet's rate–distortion–accuracy loss and Liu et al.'s GAN losses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from torch import Tensor, nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from mvmic.codecs.base import CodecOutput
-from mvmic.codecs.hyperprior import likelihoods_bpp
-from mvmic.metrics import ms_ssim_betas
+from mvmic.metrics import likelihoods_bpp, ms_ssim_betas
 
 DISTORTIONS = ("mse", "ms-ssim")
 
@@ -59,3 +58,55 @@ class RateDistortionAccuracyLoss(nn.Module):
             terms["task"] = task_loss
         terms["loss"] = loss
         return terms
+
+
+# -- Liu et al. (MICCAI 2020) -------------------------------------------------------------------
+def one_hot(mask: Tensor, num_classes: int) -> Tensor:
+    """B×K×… float one-hot label maps from a B×… integer mask."""
+    return F.one_hot(mask.long(), num_classes).movedim(-1, 1).float()
+
+
+def segmentation_mse(prob: Tensor, target: Tensor) -> Tensor:
+    """``loss_seg``: MSE between class probabilities and the one-hot ground truth."""
+    return F.mse_loss(prob, target)
+
+
+def multiscale_l1(
+    critic: nn.Module, pred: Tensor, target: Tensor, image: Tensor | None = None
+) -> Tensor:
+    """``loss_dis``: mean |φ_D(pred) − φ_D(target)| over the concatenated multi-scale features."""
+    return (critic(pred, image) - critic(target, image)).abs().mean()
+
+
+def rate_weight(lmbda_cr: float, rate_loss: bool, rate_fits_entropy_model: bool) -> float:
+    """Weight of the bpp estimate in C+S's loss.
+
+    Args:
+        lmbda_cr: λ of ``loss_cr`` (Liu's D4).
+        rate_loss: whether the design trains the encoder for rate (D4).
+        rate_fits_entropy_model: the codec's contract property: its entropy model learns from
+            the rate itself, so the term stays (weight 1) even without a rate loss; its
+            gradient then stops at the entropy model.
+
+    Returns:
+        λ for D4, 1 for a rate-fitted entropy model, else 0.
+    """
+    if rate_loss:
+        return lmbda_cr
+    return 1.0 if rate_fits_entropy_model else 0.0
+
+
+def critic_step_loss(critic: nn.Module, prob: Tensor, target: Tensor, image: Tensor) -> Tensor:
+    """D's loss: it maximizes ``loss_dis`` on the segmentor's prediction, taken as a constant."""
+    return -multiscale_l1(critic, prob.detach(), target, image)
+
+
+__all__ = [
+    "DISTORTIONS",
+    "RateDistortionAccuracyLoss",
+    "critic_step_loss",
+    "multiscale_l1",
+    "one_hot",
+    "rate_weight",
+    "segmentation_mse",
+]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics import MeanMetric, Metric, MetricCollection, PeakSignalNoiseRatio
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+from torchmetrics.image import PeakSignalNoiseRatio
 
 #: The five MS-SSIM scale weights of Wang et al. 2003 (torchmetrics' default).
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -24,6 +25,12 @@ def ms_ssim_betas(height: int, width: int, kernel_size: int = 11) -> tuple[float
             total = sum(betas)
             return tuple(b / total for b in betas)
     return ()
+
+
+def likelihoods_bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
+    """Estimated bits per pixel: −Σ log₂ p over all latents, divided by pixels."""
+    total = sum(torch.log(lk).sum() for lk in likelihoods.values())
+    return -total / (torch.log(torch.tensor(2.0)) * num_pixels)
 
 
 class MultiScaleSSIM(Metric):

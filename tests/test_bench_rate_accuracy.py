@@ -1,23 +1,16 @@
 """The rate–accuracy benchmark's verdicts: bits at equal accuracy, BD-rate goals, stage 2 vs 1."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-from mvmic.results import append_point
-
-TOOL = Path(__file__).parents[1] / "tools" / "bench_rate_accuracy.py"
+from mvmic.evaluation import bench as bench_module
+from mvmic.evaluation.records import append_point
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_rate_accuracy", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return bench_module
 
 
 def test_rate_at_interpolates_log_rate_and_flags_bounds(bench):
@@ -106,6 +99,15 @@ def test_readme_region_is_rewritten_and_nothing_else(bench, tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="has no"):
         bench.update_readme(readme, "x", None)
+
+
+def test_readme_without_a_path_targets_the_benchmarks_page(bench):
+    page = Path(__file__).parents[1] / "docs" / "benchmarks.md"
+    args = bench.build_parser().parse_args(["--readme", "--parts", "seg"])
+    assert Path(args.readme) == page.resolve() and args.parts == "seg"
+    text = page.read_text()
+    assert text.count(bench.README_BEGIN) == 1 and text.count(bench.README_END) == 1
+    assert bench.build_parser().parse_args([]).readme is None  # nothing rewritten unless asked
 
 
 def test_set_overrides_copy_the_settings_and_name_what_is_wrong(bench):

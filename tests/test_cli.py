@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,7 @@ def test_bare_config_names_resolve_to_configs_folder(tmp_path):
     assert resolve_config(str(mine)) == str(mine)
 
 
+@pytest.mark.slow
 def test_fit_stage1_then_stage2_then_test_writes_record_and_wandb_run(colondb_root, tmp_path):
     data = ["--data.root", str(colondb_root)]
     r = _mvmic("fit", "--config", "colondb_seg.yaml", *data, *TINY, *STEPS, cwd=tmp_path)
@@ -139,3 +141,18 @@ def test_synth_subcommand(tmp_path):
 def test_unknown_synth_family_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         main(["synth", "imagenet", "--out", str(tmp_path)])
+
+
+def test_lightning_commands_read_their_arguments_not_sys_argv(monkeypatch, capsys):
+    # LightningCLI gets args= (issue 15): sys.argv is neither read nor swapped, and
+    # Lightning's warning about getting both does not fire.
+    monkeypatch.setattr(sys, "argv", ["mvmic", "--bogus"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["fit", "--config", "colondb_seg.yaml", "--model.lmbda_t", "-1"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "mvmic: error: --model.lmbda_t must be >= 0, got -1.0"
+    )
+    assert sys.argv == ["mvmic", "--bogus"]
+    assert not [w for w in caught if "args parameter" in str(w.message)]

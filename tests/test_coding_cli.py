@@ -239,6 +239,7 @@ def test_help_exits_0(capsys):
     assert "--ckpt" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and Lightning: ~30 s on 2 busy cores
 def test_mvmic_compress_in_a_subprocess(tmp_path):
     """The real entry point end to end, with a real (tiny, untrained) MVMICNet checkpoint."""
     pytest.importorskip("mvmic.cli")
@@ -280,3 +281,193 @@ def test_decompress_like_dicom_writes_a_dicom_copy(use_module, ckpt, tmp_path, c
     args = ["--ckpt", ckpt, str(tmp_path / "ct.mvmic"), str(tmp_path / "no.dcm")]
     assert coding.decompress_main(args) == 2
     one_line_error(capsys, "needs the meta of the source DICOM")
+
+
+# -- file safety (issue 23) ----------------------------------------------------------------
+MR = get_testdata_file("MR_small.dcm")  # 64×64, 12-bit, another patient than CT_small
+
+
+@pytest.fixture(scope="module")
+def rgb_module():
+    return Module(in_channels=3)
+
+
+@pytest.fixture
+def use_rgb(monkeypatch, rgb_module):
+    monkeypatch.setattr(coding, "load_model", lambda ckpt: rgb_module)
+    return rgb_module
+
+
+def luma_codes(x_hat, bits):
+    """What a grey output must hold: the BT.601 luma of an RGB decode, as codes."""
+    from mvmic.io import LUMA
+
+    grey = (x_hat * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1)
+    return to_codes(grey, bits)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
+def test_grey_dicom_decoded_by_an_rgb_model_is_a_grey_dicom(use_rgb, ckpt, tmp_path, capsys, name):
+    import pydicom
+
+    src = get_testdata_file(name)
+    assert coding.compress_main(["--ckpt", ckpt, src, str(tmp_path / "x.mvmic")]) == 0
+    args = ["--ckpt", ckpt, str(tmp_path / "x.mvmic"), str(tmp_path / "rec.dcm"), "--like", src]
+    assert coding.decompress_main(args) == 0
+    rows = pydicom.dcmread(src).Rows
+    assert (
+        f"1x1x{rows}x{rows} (decoded with 3 channels, grey by BT.601 luma like the --like source)"
+        in (capsys.readouterr().out)
+    )
+    source, copy = pydicom.dcmread(src), pydicom.dcmread(tmp_path / "rec.dcm")
+    assert copy.PhotometricInterpretation == "MONOCHROME2" and copy.SamplesPerPixel == 1
+    assert (copy.Rows, copy.Columns) == (source.Rows, source.Columns)
+    assert int(copy.get("NumberOfFrames", 1) or 1) == 1
+    x_hat = mvmic.decompress(tmp_path / "x.mvmic", use_rgb)
+    assert x_hat.shape[1] == 3
+    assert copy.pixel_array.dtype == source.pixel_array.dtype
+    assert np.array_equal(copy.pixel_array, luma_codes(x_hat, 12)[0].astype(np.int16))
+
+
+def test_grey_nifti_through_an_rgb_model_writes_grey_nifti(use_rgb, ckpt, tmp_path, capsys):
+    import nibabel as nib
+
+    v = np.random.default_rng(0).integers(-1000, 1000, (32, 32, 4)).astype(np.int16)
+    affine = np.diag([0.7, 0.7, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(v, affine), tmp_path / "v.nii.gz")
+    assert coding.compress_main(["--ckpt", ckpt, str(tmp_path / "v.nii.gz"),
+                                 str(tmp_path / "v.mvmic")]) == 0  # fmt: skip
+    base = ["--ckpt", ckpt, str(tmp_path / "v.mvmic")]
+    # Without the source nothing says the decode was grey: refused in one line, nothing written.
+    assert coding.decompress_main([*base, str(tmp_path / "o.nii.gz")]) == 2
+    one_line_error(capsys, "NIfTI holds grey frames only", "--like")
+    assert not (tmp_path / "o.nii.gz").exists()
+    assert coding.decompress_main([*base, str(tmp_path / "o.nii.gz"), "--like",
+                                   str(tmp_path / "v.nii.gz")]) == 0  # fmt: skip
+    out = nib.load(tmp_path / "o.nii.gz")
+    assert out.shape == v.shape and np.allclose(out.affine, affine)
+    x_hat = mvmic.decompress(tmp_path / "v.mvmic", use_rgb)  # 4×3×32×32
+    _, bits, meta = read_image(tmp_path / "v.nii.gz")
+    expected = luma_codes(x_hat, bits).astype(np.int64) + int(meta["value_min"])
+    assert np.array_equal(np.asarray(out.dataobj), expected.transpose(2, 1, 0))  # Z×Y×X → X×Y×Z
+
+
+def test_three_signed_slices_stay_three_slices(use_module, ckpt, tmp_path, capsys):
+    a = np.random.default_rng(0).integers(-1024, 3000, (3, 32, 32)).astype(np.int16)
+    np.save(tmp_path / "ct.npy", a)
+    assert coding.compress_main(["--ckpt", ckpt, str(tmp_path / "ct.npy"),
+                                 str(tmp_path / "ct.mvmic")]) == 0  # fmt: skip
+    assert "note" not in capsys.readouterr().err  # signed data is never RGB: no choice made
+    args = ["--ckpt", ckpt, str(tmp_path / "ct.mvmic"), str(tmp_path / "rec.npy")]
+    assert coding.decompress_main([*args, "--like", str(tmp_path / "ct.npy")]) == 0
+    assert "3x1x32x32, 13-bit" in capsys.readouterr().out
+    rec = np.load(tmp_path / "rec.npy")
+    assert rec.shape == a.shape and rec.dtype == np.int16  # the source's own layout
+    x_hat = mvmic.decompress(tmp_path / "ct.mvmic", use_module)
+    assert np.array_equal(rec, to_codes(x_hat[:, 0], 13).astype(np.int64) - 4096)
+
+
+def test_ambiguous_3xhxw_is_read_as_slices_and_says_so(use_module, ckpt, tmp_path, capsys):
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).integers(0, 256, (3, 16, 16), np.uint8))
+    assert coding.compress_main(["--ckpt", ckpt, str(tmp_path / "a.npy"),
+                                 str(tmp_path / "a.mvmic")]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "a.npy (3×16×16 uint8) as 3 slices (D×H×W)" in err
+    assert "pass --npy_layout chw to read it as one RGB image (C×H×W)" in err
+    assert mvmic.decompress(tmp_path / "a.mvmic", use_module).shape == (3, 1, 16, 16)
+    assert coding.compress_main(["--ckpt", ckpt, str(tmp_path / "a.npy"), str(tmp_path / "b.mvmic"),
+                                 "--npy_layout", "chw"]) == 0  # fmt: skip
+    assert "note" not in capsys.readouterr().err  # the user chose
+    assert mvmic.decompress(tmp_path / "b.mvmic", use_module).shape == (1, 1, 16, 16)
+
+
+def test_an_output_that_is_the_input_is_refused(use_module, ckpt, tmp_path, capsys):
+    src = png(tmp_path / "same.png")
+    before = src.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert coding.compress_main(["--ckpt", ckpt, str(src), str(src), *extra]) == 2
+        one_line_error(capsys, "same.png is the input")
+        assert src.read_bytes() == before
+    # Nor may a decode replace its --like source.
+    src = get_testdata_file("CT_small.dcm")
+    (tmp_path / "ct.dcm").write_bytes(Path(src).read_bytes())
+    coding.compress_main(["--ckpt", ckpt, src, str(tmp_path / "ct.mvmic")])
+    capsys.readouterr()
+    args = ["--ckpt", ckpt, str(tmp_path / "ct.mvmic"), str(tmp_path / "ct.dcm"),
+            "--like", str(tmp_path / "ct.dcm"), "--overwrite"]  # fmt: skip
+    assert coding.decompress_main(args) == 2
+    one_line_error(capsys, "ct.dcm is the input")
+    assert (tmp_path / "ct.dcm").read_bytes() == Path(src).read_bytes()
+
+
+def test_folder_round_trip_in_place_keeps_the_originals(use_module, ckpt, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    png(folder / "a.png")
+    before = (folder / "a.png").read_bytes()
+    assert coding.compress_main(["--ckpt", ckpt, str(folder), str(folder)]) == 0
+    assert (folder / "a.mvmic").is_file()
+    assert coding.decompress_main(["--ckpt", ckpt, str(folder), str(folder)]) == 2
+    one_line_error(capsys, "a.png exists; pass --overwrite")
+    assert (folder / "a.png").read_bytes() == before
+    # A second compress into the same place is refused too, and --overwrite allows both.
+    assert coding.compress_main(["--ckpt", ckpt, str(folder), str(folder)]) == 2
+    one_line_error(capsys, "a.mvmic exists", "--overwrite")
+    assert coding.decompress_main(["--ckpt", ckpt, str(folder), str(folder), "--overwrite"]) == 0
+    x_hat = mvmic.decompress(folder / "a.mvmic", use_module)
+    assert np.array_equal(np.asarray(Image.open(folder / "a.png")), to_codes(x_hat[0, 0], 8))
+    assert sorted(p.name for p in folder.iterdir()) == ["a.mvmic", "a.png"]  # no temporaries
+
+
+def test_two_inputs_onto_one_output_are_refused(use_module, ckpt, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    png(tmp_path / "in" / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "in" / "a.jpg")
+    png(tmp_path / "in" / ".hidden.png")  # hidden files are never inputs
+    args = ["--ckpt", ckpt, str(tmp_path / "in"), str(tmp_path / "out")]
+    assert coding.compress_main(args) == 2
+    one_line_error(capsys, "a.jpg and", "a.png would both be written to", "a.mvmic")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "in" / "a.jpg").unlink()
+    assert coding.compress_main(args) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.mvmic"]
+
+
+def test_existing_outputs_need_overwrite(use_module, ckpt, tmp_path, capsys):
+    src, dst = png(tmp_path / "a.png"), tmp_path / "a.mvmic"
+    dst.write_bytes(b"keep me")
+    assert coding.compress_main(["--ckpt", ckpt, str(src), str(dst)]) == 2
+    one_line_error(capsys, "a.mvmic exists; pass --overwrite")
+    assert dst.read_bytes() == b"keep me"
+    assert coding.compress_main(["--ckpt", ckpt, str(src), str(dst), "--overwrite"]) == 0
+    assert dst.read_bytes()[:4] == b"MVMC"
+    (tmp_path / "mask.png").write_bytes(b"keep me")  # task outputs follow the same rule
+    args = ["--ckpt", ckpt, str(dst), str(tmp_path / "mask.png"), "--task"]
+    assert coding.decompress_main(args) == 2
+    one_line_error(capsys, "mask.png exists; pass --overwrite")
+    assert (tmp_path / "mask.png").read_bytes() == b"keep me"
+    assert coding.decompress_main([*args, "--overwrite"]) == 0
+    assert np.asarray(Image.open(tmp_path / "mask.png")).shape == (20, 30)
+
+
+def test_like_from_another_image_is_refused(use_module, ckpt, tmp_path, capsys):
+    assert coding.compress_main(["--ckpt", ckpt, MR, str(tmp_path / "mr.mvmic")]) == 0
+    args = ["--ckpt", ckpt, str(tmp_path / "mr.mvmic"), str(tmp_path / "rec.dcm"),
+            "--like", get_testdata_file("CT_small.dcm")]  # fmt: skip
+    assert coding.decompress_main(args) == 2
+    one_line_error(capsys, "CT_small.dcm is 1×128×128", "mr.mvmic decodes to 1×64×64",
+                   "not its source")  # fmt: skip
+    assert not (tmp_path / "rec.dcm").exists()
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_an_output_under_a_regular_file_is_one_line(use_module, ckpt, tmp_path, capsys, command):
+    src = tmp_path / "grey.jpg"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(src)
+    if command == "compress":
+        argv, main = [str(src), str(src / "x.mvmic")], coding.compress_main
+    else:
+        (tmp_path / "x.mvmic").write_bytes(mvmic.compress(torch.rand(1, 8, 8), use_module))
+        argv, main = [str(tmp_path / "x.mvmic"), str(src / "sub" / "x.png")], coding.decompress_main
+    assert main(["--ckpt", ckpt, *argv]) == 2
+    one_line_error(capsys, "grey.jpg is a file, not a folder")

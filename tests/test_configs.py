@@ -62,7 +62,14 @@ def _args(name: str, root: Path) -> list[str]:
     return ["--config", name, "--data.root", str(root), *data, *model]
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+# Detection configs build full-size R-CNNs: seconds to a minute each, so outside the inner loop.
+SLOW_FAMILIES = ("chestxdet",)
+RUNS_A_STEP = [
+    pytest.param(n, marks=pytest.mark.slow) if n.startswith(SLOW_FAMILIES) else n for n in CONFIGS
+]
+
+
+@pytest.mark.parametrize("name", RUNS_A_STEP)
 def test_config_runs_a_step(name, request, tmp_path, monkeypatch):
     family = name.removesuffix(".yaml").split("_")[0]
     assert family in FAMILIES, f"add {name}'s family to FAMILIES"
@@ -76,3 +83,18 @@ def test_config_runs_a_step(name, request, tmp_path, monkeypatch):
         ckpt = next(tmp_path.rglob("last.ckpt"))
         extra = ["--model.init_from", str(ckpt)]
     assert main(["fit", *_args(name, root), *RUN, *extra]) == 0
+    # Every config leaves last.ckpt after each training epoch, even when it validates rarely.
+    root_dir = config["trainer"]["default_root_dir"]
+    assert (tmp_path / root_dir / "checkpoints" / "last.ckpt").is_file(), root_dir
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_writes_last_checkpoint_every_epoch(name):
+    config = yaml.safe_load((CONFIG_DIR / name).read_text())
+    last = [
+        cb["init_args"]
+        for cb in config["trainer"]["callbacks"]
+        if cb["class_path"].endswith("ModelCheckpoint")
+        and cb["init_args"].get("filename") == "last"
+    ]
+    assert len(last) == 1 and last[0].get("save_on_train_epoch_end") is True, name

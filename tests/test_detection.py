@@ -481,3 +481,26 @@ def test_cli_missing_root_is_one_clear_line(tmp_path: Path, capsys: pytest.Captu
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "mvmic synth chestxdet --out" in err and "Traceback" not in err
+
+
+def test_datamodule_hparams_give_records_their_data_root(chestxdet_root):
+    # ResultsWriter stores hparams["root"]: `mvmic latency` measures PNG/JPEG uploads from it.
+    from pathlib import Path
+
+    dm = ChestXDetDataModule(root=Path(chestxdet_root), image_size=64)
+    assert dm.hparams["root"] == str(chestxdet_root)
+    assert all(
+        isinstance(v, (str, int, float, bool, tuple, list, type(None))) for v in dm.hparams.values()
+    )
+
+
+@pytest.mark.parametrize("name", ["../outside.png", "/etc/passwd"])
+def test_annotation_cannot_point_outside_the_dataset(tmp_path, name):
+    root = _chestxdet(tmp_path / "ds", _entries())
+    _grey(tmp_path / "outside.png")
+    entries = _entries()
+    entries[0]["file_name"] = name
+    (root / "ChestX_Det_train.json").write_text(json.dumps(entries))
+    dm = ChestXDetDataModule(root=str(root), image_size=SIZE)
+    with pytest.raises(ValueError, match="points outside the dataset folder"):
+        dm.setup("fit")

@@ -48,9 +48,9 @@ def test_stage1_frozen_task_keeps_eval_mode_and_codec_groups():
     [
         ({"lmbda_d": -0.1}, "lmbda_d must be >= 0"),
         ({"lmbda_t": -1.0}, "lmbda_t must be >= 0"),
-        ({"codec": "nope"}, "unknown codec 'nope'"),
-        ({"arch": "Unnet"}, "unknown segmentation architecture 'Unnet'"),
-        ({"stage": 3}, "stage must be 1 or 2"),
+        ({"codec": "nope"}, "--model.codec 'nope' is not a codec"),
+        ({"arch": "Unnet"}, "--model.arch 'Unnet' is not a segmentation architecture"),
+        ({"stage": 3}, "--model.stage 3 is not a stage; choose one of 1, 2"),
     ],
 )
 def test_bad_values_get_one_clear_error(kwargs, message):
@@ -104,3 +104,64 @@ def test_stage1_trains_codec_and_task_with_finite_loss(colondb_root, tmp_path):
     after = model.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert {"codec", "task"} <= changed
+
+
+def _fit_and_save(model, dm, tmp_path, name, **kw):
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0, **kw)
+    trainer.fit(model, dm)
+    trainer.save_checkpoint(tmp_path / name)
+    return tmp_path / name
+
+
+def test_frozen_untrained_task_net_is_refused_at_test(colondb_root, tmp_path):
+    # colondb_codec_mse.yaml without --model.init_task: the U-Net is random and frozen.
+    dm = SegmentationDataModule(root=str(colondb_root), image_size=32, batch_size=2)
+    mse = MVMICNet(**SMALL, lmbda_t=0.0, freeze_task=True, results_dir=str(tmp_path / "r"))
+    ckpt = _fit_and_save(mse, dm, tmp_path, "mse.ckpt")
+    with pytest.raises(ValueError, match=r"never trained.*--model\.init_task"):
+        _trainer(tmp_path).test(mse, dm)
+    assert not (tmp_path / "r").exists()  # no record with a random network's mIoU
+    fresh = MVMICNet(**SMALL, lmbda_t=0.0, freeze_task=True, results_dir=str(tmp_path / "r"))
+    with pytest.raises(ValueError, match="never trained"):
+        _trainer(tmp_path).test(fresh, dm, ckpt_path=str(ckpt))
+    # The same codec run initialised from a trained task net writes its record.
+    task = TaskModule(arch="Unet", encoder="resnet18")
+    task_ckpt = _fit_and_save(task, dm, tmp_path, "task.ckpt")
+    ok = MVMICNet(
+        **SMALL,
+        lmbda_t=0.0,
+        freeze_task=True,
+        init_task=str(task_ckpt),
+        results_dir=str(tmp_path / "r"),
+    )
+    ok_ckpt = _fit_and_save(ok, dm, tmp_path, "ok.ckpt")
+    again = MVMICNet(**SMALL, lmbda_t=0.0, freeze_task=True, results_dir=str(tmp_path / "r"))
+    _trainer(tmp_path).test(again, dm, ckpt_path=str(ok_ckpt))
+    assert again.test_point["stage"] == 1
+
+
+def test_stage2_takes_lambda_from_its_stage1_checkpoint(colondb_root, tmp_path):
+    # A manual sweep: fit stage 1 at λ_d 0.0932, stage 2 from it with the default config λ.
+    dm = SegmentationDataModule(root=str(colondb_root), image_size=32, batch_size=2)
+    results = str(tmp_path / "r")
+    s1 = _fit_and_save(MVMICNet(**SMALL, lmbda_d=0.0932, lmbda_t=0.5), dm, tmp_path, "s1.ckpt")
+    stage2 = MVMICNet(**SMALL, stage=2, init_from=str(s1), results_dir=results)
+    assert stage2.hparams.lmbda_d == 0.0067  # the config's default, before fit
+    s2 = _fit_and_save(stage2, dm, tmp_path, "s2.ckpt")
+    assert (stage2.hparams.lmbda_d, stage2.hparams.lmbda_t) == (0.0932, 0.5)
+    # `mvmic test --config stage2.yaml --ckpt_path s2.ckpt` builds the module from the config.
+    tested = MVMICNet(**SMALL, stage=2, results_dir=results)
+    _trainer(tmp_path).test(tested, dm, ckpt_path=str(s2))
+    assert tested.test_point["lmbda"] == 0.0932 and tested.test_point["lmbda_t"] == 0.5
+
+
+def test_transmit_adds_encode_and_decode_times():
+    model = MVMICNet(**SMALL).eval()
+    model.codec.update(force=True)
+    x = torch.rand(1, 3, 32, 32)
+    times: dict[str, float] = {}
+    decoded, bitstream, nbytes = model.transmit(x, times=times)
+    assert set(times) == {"enc_ms", "dec_ms"} and all(v > 0 for v in times.values())
+    assert decoded.shape == x.shape and nbytes == len(bitstream.to_bytes())
+    again, _, _ = model.transmit(x, times=times)  # sums, as the test loop needs
+    assert torch.equal(again, decoded) and times["enc_ms"] > 0

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+
+# Real processes killed and resumed (~90 s on 2 cores): CI runs them, the inner loop does not.
+pytestmark = pytest.mark.slow
 
 HELPERS = Path(__file__).parent / "helpers"
 

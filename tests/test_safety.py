@@ -1,6 +1,7 @@
 """Fault tolerance: unsafe checkpoints, wrong checkpoints, non-finite losses."""
 
 import pickle
+import re
 
 import pytest
 import torch
@@ -106,3 +107,66 @@ def test_non_finite_loss_stops_with_step_and_term(colondb_root, tmp_path):
     )
     with pytest.raises(FloatingPointError, match="step 1 .*bad term\\(s\\): distortion, loss"):
         trainer.fit(model, dm)
+
+
+def _plain_checkpoint(path, mvmic_class, hyper_parameters):
+    # Only plain values: torch.load(weights_only=True) accepts this file.
+    torch.save(
+        {"state_dict": {}, "hyper_parameters": hyper_parameters, "mvmic_class": mvmic_class}, path
+    )
+    return path
+
+
+def test_checkpoint_naming_a_foreign_class_runs_nothing(tmp_path, capsys):
+    from PIL import Image
+
+    marker = tmp_path / "pwned"
+    crafted = _plain_checkpoint(
+        tmp_path / "crafted.ckpt", "subprocess.Popen", {"args": ["touch", str(marker)]}
+    )
+    Image.new("L", (16, 16)).save(tmp_path / "in.png")
+    code = main(["compress", "--ckpt", str(crafted), str(tmp_path / "in.png"), str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert (
+        str(crafted) in err[0]
+        and "'subprocess.Popen'" in err[0]
+        and "not an mvmic module" in err[0]
+    )
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "mvmic_class, hparams, message",
+    [
+        ("os.system", {}, "'os.system', which is not an mvmic module"),
+        (["mvmic.modules.task.TaskModule"], {}, "which is not an mvmic module"),
+        ("mvmic.modules.task.TaskModule", {"cmd": "touch x"}, "takes no argument(s) cmd"),
+        ("mvmic.modules.task.TaskModule", {"lr": {1: 2}}, "lr are not plain values"),
+        ("mvmic.modules.task.TaskModule", ["lr"], "hyper_parameters is not a mapping"),
+    ],
+)
+def test_load_module_refuses_what_is_not_an_mvmic_module(tmp_path, mvmic_class, hparams, message):
+    from mvmic.modules import CheckpointError, load_module
+
+    crafted = _plain_checkpoint(tmp_path / "crafted.ckpt", mvmic_class, hparams)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_module(crafted)
+
+
+def test_load_module_rebuilds_an_allowed_class(tmp_path):
+    from mvmic.modules import load_module
+
+    task = TaskModule(arch="Unet", encoder="resnet18", in_channels=1)
+    path = tmp_path / "task.ckpt"
+    torch.save(
+        {
+            "state_dict": task.state_dict(),
+            "hyper_parameters": dict(task.hparams),
+            "mvmic_class": "mvmic.modules.task.TaskModule",
+        },
+        path,
+    )
+    model = load_module(path)
+    assert type(model) is TaskModule and not model.training
+    assert model.hparams.in_channels == 1

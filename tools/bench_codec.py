@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvmic.codecs import Bitstream, HyperpriorCodec  # noqa: E402
-from mvmic.codecs.hyperprior import likelihoods_bpp  # noqa: E402
+from mvmic.metrics import likelihoods_bpp  # noqa: E402
 
 
 def images(n: int, size: int = 512) -> torch.Tensor:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from mvmic.evaluation.runner import run_mvmic
 
 RUNS = Path("runs/demo")
 DATA = Path("data/demo/CVC-ColonDB-synth")
@@ -33,9 +34,8 @@ STEPS = [
 
 
 def mvmic(*args: str) -> None:
-    cmd = [sys.executable, "-m", "mvmic.cli", *args]
     print("\n$ mvmic " + shlex.join(args), flush=True)
-    subprocess.run(cmd, check=True)
+    run_mvmic(args, check=True)
 
 
 def _cell(results: dict, key: str, fmt: str) -> str:

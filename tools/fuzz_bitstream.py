@@ -2,6 +2,9 @@
 
     python tools/fuzz_bitstream.py --n 10000 --family damage
     python tools/fuzz_bitstream.py --n 2000 --family crafted
+    python tools/fuzz_bitstream.py --n 2000 --codec liu2020-binary-3d
+    python tools/fuzz_bitstream.py --n 2000 --ckpt runs/isic_gan_d4/checkpoints/last.ckpt \
+        [--bitstream scan.mvmic ...]
 
 Every mutated file is decoded in a worker process behind a watchdog, so a crash (the worker
 dies, e.g. a segfault in the C++ entropy decoder) or a hang (no answer within --timeout s) is
@@ -12,6 +15,12 @@ counted rather than taking the fuzzer down. Two families:
 * ``crafted``: payload bytes replaced and the CRC recomputed (what an attacker, not a noisy
   channel, makes). The container cannot tell these from valid files, so they may decode to
   garbage ("decoded"); goal: no crash, no hang, no other exception.
+
+The decoder is a small seeded codec (``--codec``: any hyperprior codec, ``liu2020-binary`` in
+2D or ``liu2020-binary-3d``) or the codec of an mvmic checkpoint (``--ckpt``: MVMICNet or
+GanSegmentation, 2D or 3D). The files mutated are valid files of that codec: ``--bitstream``
+files (made by ``mvmic compress`` with the same checkpoint), else ones made here from random
+images (or volumes).
 """
 
 from __future__ import annotations
@@ -28,36 +37,57 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+CODECS = ["bmshj2018-hyperprior", "mbt2018-mean", "cheng2020-anchor", "liu2020-binary"]
+CODECS.append("liu2020-binary-3d")
 
-def build_codec():
+
+def build_codec(spec: tuple[str, str] = ("codec", "bmshj2018-hyperprior")):
+    """The decoder under test: ``("codec", name)`` (seeded, tiny) or ``("ckpt", path)``."""
     import torch
 
+    kind, value = spec
+    if kind == "ckpt":
+        from mvmic.coding import resolve_model
+        from mvmic.modules import load_module
+
+        codec, _ = resolve_model(load_module(value))
+        codec.eval().update()  # the checkpoint's own tables: what its files were hashed with
+        return codec
     from mvmic.codecs import HyperpriorCodec
+    from mvmic.codecs.binary import BinaryCodec
 
     torch.manual_seed(0)
-    codec = HyperpriorCodec("bmshj2018-hyperprior", N=16, M=24, in_channels=1).eval()
+    if value == "liu2020-binary":
+        codec = BinaryCodec(in_channels=3, code_channels=8, N=8)
+    elif value == "liu2020-binary-3d":
+        codec = BinaryCodec(in_channels=1, code_channels=4, N=8, dims=3)
+    else:
+        codec = HyperpriorCodec(value, N=16, M=24, in_channels=1)
+    codec.eval()
     codec.update(force=True)
     return codec
 
 
 def seeds(codec) -> list[bytes]:
+    """Valid files of ``codec``: images (64×96, a 3-slice 17×33 stack, 1×1) or volumes."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    return [
-        codec.compress(torch.rand(1, 1, 64, 96, generator=g)).to_bytes(),
-        codec.compress(torch.rand(3, 1, 17, 33, generator=g)).to_bytes(),
-        codec.compress(torch.rand(1, 1, 1, 1, generator=g)).to_bytes(),
-    ]
+    c = codec.in_channels
+    if codec.spatial_dims == 3:
+        shapes = [(1, c, 11, 13, 17), (2, c, 8, 9, 10), (1, c, 1, 1, 1)]
+    else:
+        shapes = [(1, c, 64, 96), (3, c, 17, 33), (1, c, 1, 1)]
+    return [codec.compress(torch.rand(*s, generator=g)).to_bytes() for s in shapes]
 
 
-def worker(conn) -> None:
+def worker(conn, spec: tuple[str, str]) -> None:
     import torch
 
     from mvmic.codecs import BitstreamError
 
     torch.set_num_threads(1)
-    codec = build_codec()
+    codec = build_codec(spec)
     conn.send("ready")  # start-up (imports) is not counted against the per-file timeout
     while True:
         data = conn.recv()
@@ -127,17 +157,45 @@ def main(argv: list[str] | None = None) -> int:
         "payload rewritten with a valid CRC (may decode to garbage; must not crash or hang)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds before 'hang'")
+    parser.add_argument(
+        "--codec", choices=CODECS, default=CODECS[0], help="the seeded test codec to fuzz"
+    )
+    parser.add_argument("--ckpt", type=Path, help="fuzz the codec of this mvmic checkpoint")
+    parser.add_argument(
+        "--bitstream",
+        type=Path,
+        action="append",
+        default=[],
+        help="a valid .mvmic file of that codec to mutate (repeatable; default: files made "
+        "here from random images)",
+    )
     args = parser.parse_args(argv)
 
+    for path in [args.ckpt, *args.bitstream]:
+        if path is not None and not path.is_file():
+            print(f"fuzz_bitstream: error: {path} does not exist", file=sys.stderr)
+            return 2
+    spec = ("ckpt", str(args.ckpt)) if args.ckpt else ("codec", args.codec)
     rng = random.Random(args.seed)
-    originals = seeds(build_codec())
+    codec = build_codec(spec)
+    originals = [p.read_bytes() for p in args.bitstream] or seeds(codec)
+    for path, data in zip(args.bitstream, originals):
+        try:  # a seed must decode, or every mutation of it would count as a clean error
+            codec.decompress(data, source=str(path))
+        except ValueError as err:
+            print(f"fuzz_bitstream: error: {err}", file=sys.stderr)
+            return 2
     ctx = mp.get_context("spawn")
 
     def start():
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=worker, args=(child,), daemon=True)
+        proc = ctx.Process(target=worker, args=(child, spec), daemon=True)
         proc.start()
-        if not parent.poll(600) or parent.recv() != "ready":
+        deadline = time.monotonic() + 600
+        while not parent.poll(0.5):  # a worker that dies while starting is reported at once
+            if not proc.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the decoder worker did not start (exit code {proc.exitcode})")
+        if parent.recv() != "ready":
             raise RuntimeError("the decoder worker did not start")
         return proc, parent
 

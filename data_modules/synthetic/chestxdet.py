@@ -2,7 +2,7 @@
 
 Writes the public ChestX-Det layout::
 
-    out/train/00000.png …          grey 8-bit PNGs
+    out/train/00000.png …          grey 8-bit PNGs (16-bit with ``bit_depth=16``)
     out/test/00048.png …
     out/ChestX_Det_train.json      [{"file_name", "syms", "boxes", "polygons"}, …]
     out/ChestX_Det_test.json
@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter
+
+from mvmic.io import write_image
 
 #: Lesion classes the twin draws (a subset of the 13 ChestX-Det classes).
 SYNTH_CLASSES = ("Nodule", "Mass", "Effusion", "Cardiomegaly", "Pneumothorax", "Consolidation")
@@ -131,6 +133,7 @@ def _box(poly: np.ndarray, size: int) -> list[float]:
 
 
 def _sample(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """One film as floats in [0, 1] and its annotation."""
     normal = rng.random() < 1 / 6
     classes = (
         [] if normal else list(rng.choice(SYNTH_CLASSES, size=rng.integers(1, 4), replace=False))
@@ -148,11 +151,10 @@ def _sample(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         boxes.append(_box(poly, size))
         polys.append([[round(float(x), 1), round(float(y), 1)] for x, y in poly.clip(0, size - 1)])
     img += 0.03 * rng.standard_normal((size, size)).astype(np.float32)
-    png = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-    return png, {"syms": syms, "boxes": boxes, "polygons": polys}
+    return np.clip(img, 0, 1), {"syms": syms, "boxes": boxes, "polygons": polys}
 
 
-def generate(out: Path, num: int = 60, size: int = 256, seed: int = 0) -> None:
+def generate(out: Path, num: int = 60, size: int = 256, seed: int = 0, bit_depth: int = 8) -> None:
     """Write ``num`` synthetic chest films (about 1/5 of them as the test split) into ``out``.
 
     Args:
@@ -160,7 +162,10 @@ def generate(out: Path, num: int = 60, size: int = 256, seed: int = 0) -> None:
         num: total number of images (at least 2: one train, one test).
         size: image side in pixels.
         seed: random seed; the same seed writes the same files.
+        bit_depth: 8 or 16 (grey 16-bit PNGs, as digital X-ray films often are).
     """
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
     if num < 2:
         raise ValueError(f"num must be at least 2 (one train and one test image), got {num}")
     if size < 32:
@@ -172,8 +177,12 @@ def generate(out: Path, num: int = 60, size: int = 256, seed: int = 0) -> None:
         (out / split).mkdir(parents=True, exist_ok=True)
         entries = []
         for i in ids:
-            png, ann = _sample(size, rng)
+            film, ann = _sample(size, rng)
             name = f"{i:05d}.png"
-            Image.fromarray(png, mode="L").save(out / split / name)
+            if bit_depth == 8:
+                png = (film * 255).round().astype(np.uint8)
+                Image.fromarray(png, mode="L").save(out / split / name)
+            else:
+                write_image(out / split / name, film[None], bit_depth)
             entries.append({"file_name": name, **ann})
         (out / f"ChestX_Det_{split}.json").write_text(json.dumps(entries))

@@ -14,14 +14,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from compressai.ans import RansDecoder, RansEncoder
 from compressai.entropy_models.entropy_models import pmf_to_quantized_cdf
 from torch import Tensor, nn
 
-from mvmic.codecs.base import Codec, CodecOutput
-from mvmic.codecs.bitstream import Bitstream, BitstreamError
-from mvmic.padding import pad_to_multiple
+from mvmic.codecs.base import Codec, CodecOutput, guard_rans, pad_nd
+from mvmic.codecs.bitstream import BitstreamError
 
 #: probability mass given to rANS's escape symbol (never used: bits are always 0 or 1)
 _TAIL = 1e-9
@@ -42,15 +40,6 @@ def binarize(z: Tensor, stochastic: bool) -> Tensor:
     return b + (z - z.detach())
 
 
-def _pad_volume(x: Tensor, stride: int) -> tuple[Tensor, tuple[int, int, int]]:
-    # Replicate padding at the far end of D, H and W, as mvmic.padding does for 2D.
-    d, h, w = x.shape[-3:]
-    pd, ph, pw = (-d) % stride, (-h) % stride, (-w) % stride
-    if pd or ph or pw:
-        x = F.pad(x, (0, pw, 0, ph, 0, pd), mode="replicate")
-    return x, (d, h, w)
-
-
 class BinaryCodec(Codec):
     """Liu et al.'s compression network C, bit model and feature reconstruction layers g.
 
@@ -68,6 +57,9 @@ class BinaryCodec(Codec):
     """
 
     name = "liu2020-binary"
+    decodes_image = False
+    rate_fits_entropy_model = True
+    stores_entropy_tables = False
 
     def __init__(
         self,
@@ -130,6 +122,10 @@ class BinaryCodec(Codec):
         self.register_buffer("_quantized_cdf", torch.empty(0, dtype=torch.int32), persistent=False)
         self.register_buffer("_table_logits", torch.empty(0), persistent=False)
 
+    @property
+    def spatial_dims(self) -> int:
+        return self.dims
+
     # -- parameters -------------------------------------------------------------------------
     def encoder_parameters(self) -> int:
         """Number of parameters of C (the part that runs on the local device)."""
@@ -137,6 +133,9 @@ class BinaryCodec(Codec):
 
     def bit_model_parameters(self) -> list[nn.Parameter]:
         return [self.bit_logits]
+
+    def entropy_parameters(self) -> list[nn.Parameter]:
+        return self.bit_model_parameters()
 
     def decoder_state_keys(self) -> list[str]:
         return [k for k in self.state_dict() if k.startswith("g.") or k == "bit_logits"]
@@ -160,18 +159,9 @@ class BinaryCodec(Codec):
         likelihood = (bits * p1 + (1 - bits) * (1 - p1)).clamp_min(1e-9)
         return CodecOutput(self.g(b), {"b": likelihood})
 
-    def forward(self, x: Tensor) -> CodecOutput:
-        if self.dims == 2:
-            return super().forward(x)
-        self._check_input(x)
-        x_pad, (d, h, w) = _pad_volume(x, self.stride)
-        out = self._forward_padded(x_pad)
-        return CodecOutput(out.x_hat[..., :d, :h, :w], out.likelihoods)
-
     def code(self, x: Tensor) -> Tensor:
         """Eval-mode bits (0/1, uint8) of an input, padded as compress() pads it."""
-        pad = _pad_volume if self.dims == 3 else pad_to_multiple
-        x_pad, _ = pad(x.float().clamp(0, 1), self.stride)
+        x_pad, _ = pad_nd(x.float().clamp(0, 1), self.stride, self.dims)
         return (self.latents(x_pad) >= 0).to(torch.uint8)
 
     def decode_code(self, bits: Tensor) -> Tensor:
@@ -219,9 +209,17 @@ class BinaryCodec(Codec):
         codes = []
         for frame in frames:
             if len(frame) != 1:
-                raise BitstreamError(f"{self.name}: expected 1 string per frame, got {len(frame)}")
-            values = decoder.decode_with_indexes(frame[0], index, cdfs, lengths, offsets)
-            codes.append(torch.tensor(values, dtype=torch.uint8).view(shape))
+                raise BitstreamError(
+                    f"corrupted: a {self.name} frame has {len(frame)} strings, expected 1"
+                )
+            (string,) = guard_rans(frame, len(index), "code")
+            values = torch.tensor(
+                decoder.decode_with_indexes(string, index, cdfs, lengths, offsets)
+            )
+            # Only a crafted stream decodes the escape symbol (or what it escapes to).
+            if values.numel() and not 0 <= int(values.min()) <= int(values.max()) <= 1:
+                raise BitstreamError("corrupted: the code holds symbols other than 0 and 1")
+            codes.append(values.to(torch.uint8).view(shape))
         device = self.bit_logits.device
         return self.decode_code(torch.stack(codes).to(device))
 
@@ -230,50 +228,6 @@ class BinaryCodec(Codec):
         c, rest = shape[0], math.prod(shape[1:])
         return torch.arange(c, dtype=torch.int32).repeat_interleave(rest).tolist()
 
-    # -- 3D container ------------------------------------------------------------------------
-    @torch.no_grad()
-    def compress(self, x: Tensor, bit_depth: int = 8) -> Bitstream:
-        """Compress an image (2D: as :class:`Codec`) or one volume (3D: C×D×H×W or 1×C×D×H×W)."""
-        if self.dims == 2:
-            return super().compress(x, bit_depth)
-        if x.dim() == 4:
-            x = x.unsqueeze(0)
-        self._check_input(x)
-        if x.shape[0] != 1:
-            raise ValueError(f"{self.name} (3D) compresses one volume at a time, got {x.shape[0]}")
-        self.update()
-        x_pad, (d, h, w) = _pad_volume(x.float().clamp(0, 1), self.stride)
-        frames = self._compress_padded(x_pad)
-        return Bitstream(
-            self.name, self.weights_hash(), h, w, x.shape[1], bit_depth, frames, depth=d
-        )
-
-    @torch.no_grad()
-    def decompress(self, bitstream: Bitstream | bytes) -> Tensor:
-        """Decode to g's feature map: F×feature_channels×H×W (2D) or 1×f×D×H×W (3D), in [0, 1]."""
-        if self.dims == 2:
-            return super().decompress(bitstream)
-        self.update()
-        data = bitstream.to_bytes() if isinstance(bitstream, Bitstream) else bitstream
-        bs = Bitstream.from_bytes(data, expect_codec=self.name, expect_hash=self.weights_hash())
-        if bs.channels != self.in_channels:
-            raise BitstreamError(
-                f"bitstream has {bs.channels} channels, model takes {self.in_channels}"
-            )
-        size = (bs.depth, bs.height, bs.width)
-        padded = tuple(-(-s // self.stride) * self.stride for s in size)
-        out = self._decompress_padded(bs.frames, padded)
-        return out[..., : size[0], : size[1], : size[2]].clamp(0, 1)
-
     def weights_hash(self) -> bytes:
         self.update()  # the hash covers bit_logits; tables follow them
         return super().weights_hash()
-
-    def _check_input(self, x: Tensor) -> None:
-        want = 4 if self.dims == 2 else 5
-        if x.dim() != want or x.shape[1] != self.in_channels:
-            layout = "B×C×H×W" if self.dims == 2 else "B×C×D×H×W"
-            raise ValueError(
-                f"{self.name} ({self.dims}D) expects {layout} input with C={self.in_channels}, "
-                f"got {tuple(x.shape)}; set in_channels/dims to match the data"
-            )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import torch.nn.functional as F
 from compressai.layers import ResidualBlockWithStride, subpel_conv3x3
 from compressai.models import Cheng2020Anchor, MeanScaleHyperprior, ScaleHyperprior
-from compressai.models.utils import conv, deconv
-from torch import Tensor, nn
+from compressai.models.utils import conv, deconv, remap_old_keys
+from compressai.zoo import load_state_dict as compressai_rename_keys
+from torch import Tensor
 
-from mvmic.codecs.base import Codec, CodecOutput
+from mvmic.codecs.base import Codec, CodecOutput, guard_rans, read_state_dict
 from mvmic.codecs.bitstream import BitstreamError
 
 HYPERPRIOR_MODELS = {
@@ -16,6 +20,9 @@ HYPERPRIOR_MODELS = {
     "mbt2018-mean": MeanScaleHyperprior,
     "cheng2020-anchor": Cheng2020Anchor,
 }
+
+#: BT.601 luma, as mvmic.io converts RGB to grey (and Pillow's ``convert("L")``).
+_LUMA = (0.299, 0.587, 0.114)
 
 
 class HyperpriorCodec(Codec):
@@ -51,15 +58,84 @@ class HyperpriorCodec(Codec):
                 model.g_s[-1] = deconv(N, in_channels)
         self.model = model
 
+    @property
+    def N(self) -> int:
+        """Channels of the transforms."""
+        return int(self.model.N)
+
+    @property
+    def M(self) -> int:
+        """Channels of the latent ``y`` (N for cheng2020-anchor)."""
+        return int(self.model.M)
+
+    @property
+    def autoregressive(self) -> bool:
+        """Whether ``y`` is coded with a causal context model (cheng2020-anchor)."""
+        return hasattr(self.model, "context_prediction")
+
     def _forward_padded(self, x: Tensor) -> CodecOutput:
+        if self.autoregressive and not self.training:
+            return self._forward_autoregressive(x)
         out = self.model(x)
         return CodecOutput(out["x_hat"], out["likelihoods"])
 
+    # -- the coded path of the context model ---------------------------------------------
+    def _forward_autoregressive(self, x: Tensor) -> CodecOutput:
+        """The eval pass of cheng2020-anchor as ``compress`` codes it.
+
+        CompressAI's ``forward`` rounds ``y`` alone and predicts the means from that, while
+        ``compress`` rounds ``y − μ`` with each ``μ`` predicted from the latents already
+        coded. This pass does the latter, so ``x_hat`` is the decoded image and the
+        likelihoods are those of the coded symbols.
+        """
+        m = self.model
+        y = m.g_a(x)
+        z_hat, z_likelihoods = m.entropy_bottleneck(m.h_a(y), training=False)
+        scales, means = self._causal_gaussian_params(y, m.h_s(z_hat))
+        y_hat, y_likelihoods = m.gaussian_conditional(y, scales, means, training=False)
+        return CodecOutput(m.g_s(y_hat), {"y": y_likelihoods, "z": z_likelihoods})
+
+    def _causal_gaussian_params(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Scales and means of ``y`` in the context model's causal order (see ``_compress_ar``).
+
+        Latent (i, j) sees the rows above it (columns j − p … j + p) and the two latents to its
+        left, so every position with the same ``(p + 1)·i + j`` depends only on earlier
+        ones: each such wavefront is one batched step (3·h + w steps instead of h·w).
+        """
+        m = self.model
+        cp = m.context_prediction
+        k = cp.kernel_size[0]
+        p = k // 2
+        b, c, h, w = y.shape
+        weight = cp.weight * cp.mask
+        y_hat = F.pad(torch.zeros_like(y), (p, p, p, p))
+        scales, means = torch.empty_like(y), torch.empty_like(y)
+        offsets = torch.arange(k, device=y.device)
+        for t in range((p + 1) * (h - 1) + w):
+            rows = torch.arange(max(0, -(-(t - w + 1) // (p + 1))), min(h - 1, t // (p + 1)) + 1)
+            if not len(rows):
+                continue
+            rows = rows.to(y.device)
+            cols = t - (p + 1) * rows
+            # k×k neighbourhoods of every position on the wavefront: P×B×C×k×k -> (P·B)×C×k×k
+            r = (rows[:, None, None] + offsets[None, :, None]).expand(-1, k, k)
+            q = (cols[:, None, None] + offsets[None, None, :]).expand(-1, k, k)
+            crops = y_hat[:, :, r, q].permute(2, 0, 1, 3, 4).reshape(-1, c, k, k)
+            ctx = F.conv2d(crops, weight, cp.bias)
+            hyper = params[:, :, rows, cols].permute(2, 0, 1).reshape(-1, params.shape[1], 1, 1)
+            gaussian = m.entropy_parameters(torch.cat((hyper, ctx), dim=1)).flatten(1)
+            s, mu = (g.view(len(rows), b, c).permute(1, 2, 0) for g in gaussian.chunk(2, 1))
+            scales[:, :, rows, cols], means[:, :, rows, cols] = s, mu
+            # As compress: the symbol is round(y − μ), the latent symbol + μ.
+            y_hat[:, :, rows + p, cols + p] = torch.round(y[:, :, rows, cols] - mu) + mu
+        return scales, means
+
+    # -- real bits ------------------------------------------------------------------------
     def _compress_padded(self, x: Tensor) -> list[list[bytes]]:
         out = self.model.compress(x)
         return [[s[b] for s in out["strings"]] for b in range(x.shape[0])]
 
-    def _decompress_padded(self, frames: list[list[bytes]], padded: tuple[int, int]) -> Tensor:
+    def _decompress_padded(self, frames: list[list[bytes]], padded: tuple[int, ...]) -> Tensor:
         shape = (padded[0] // self.stride, padded[1] // self.stride)
         if any(len(frame) != 2 for frame in frames):
             raise BitstreamError(
@@ -68,39 +144,20 @@ class HyperpriorCodec(Codec):
         strings = [[frame[i] for frame in frames] for i in range(2)]
         return self.model.decompress(self._guard(strings, padded), shape)["x_hat"]
 
-    def _guard(self, strings: list[list[bytes]], padded: tuple[int, int]) -> list[list[bytes]]:
-        """Check the rANS strings and pad them so the C++ decoder cannot read past them.
-
-        CompressAI's ``RansDecoder`` reads 32-bit words without a bounds check. A valid string
-        is never read past its end, so zero padding leaves valid files bit-exact; for a
-        crafted one (valid CRC, garbage payload) it keeps the unchecked reads inside our
-        buffer: at most one word per symbol plus the bypass-coded escapes, which cannot
-        consume more than ~15 bytes per byte of real data.
-        """
-        y_ch = next(
-            m.in_channels
-            for m in self.model.g_s.modules()
-            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
-        )
-        z_ch = self.model.entropy_bottleneck.channels
+    def _guard(self, strings: list[list[bytes]], padded: tuple[int, ...]) -> list[list[bytes]]:
+        """Check the ``y`` and ``z`` rANS strings and pad them (see :func:`guard_rans`)."""
         pixels = padded[0] * padded[1]
-        symbols = (y_ch * pixels // 16**2, z_ch * pixels // 64**2)
-        guarded = []
-        for name, group, n_sym in zip(("y", "z"), strings, symbols):
-            for s in group:
-                if len(s) < 8 or len(s) % 4:
-                    raise BitstreamError(
-                        f"corrupted: {name} string of {len(s)} bytes is not a rANS stream "
-                        "(whole 32-bit words, at least 8 bytes)"
-                    )
-            guarded.append([s + bytes(16 * len(s) + 8 * n_sym + 4096) for s in group])
-        return guarded
+        symbols = (
+            self.M * pixels // 16**2,
+            self.model.entropy_bottleneck.channels * pixels // 64**2,
+        )
+        return [guard_rans(g, n, name) for name, g, n in zip(("y", "z"), strings, symbols)]
 
     def decoder_state_keys(self) -> list[str]:
         return [k for k in self.state_dict() if not k.startswith(("model.g_a.", "model.h_a."))]
 
     def weights_hash(self) -> bytes:
-        if self._hash is None and hasattr(self.model, "context_prediction"):
+        if self._hash is None and self.autoregressive:
             # MaskedConv2d masks its weight in place on its first forward; do it now so the
             # hash does not depend on whether a forward pass has happened yet.
             cp = self.model.context_prediction
@@ -117,8 +174,131 @@ class HyperpriorCodec(Codec):
     def aux_loss(self) -> Tensor:
         return self.model.aux_loss()
 
+    # -- weights ----------------------------------------------------------------------------
+    def load_weights(self, path: str | Path) -> None:
+        """Start from a local weights file: mvmic's or CompressAI's own.
 
-def likelihoods_bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
-    """Estimated bits per pixel: −Σ log₂ p over all latents, divided by pixels."""
-    total = sum(torch.log(lk).sum() for lk in likelihoods.values())
-    return -total / (torch.log(torch.tensor(2.0)) * num_pixels)
+        Accepts an mvmic checkpoint (a module's ``codec.model.*`` keys, or a codec state dict
+        with ``model.*`` keys), a CompressAI state dict (the zoo's ``*.pth.tar``, with old or
+        new entropy-bottleneck key names, or a ``module.``-prefixed DataParallel one) and a
+        CompressAI ``examples/train.py`` checkpoint (``{"state_dict": …}``). CompressAI keys
+        are converted with CompressAI's own ``compressai.zoo.load_state_dict``. An RGB model
+        loads into a 1-channel codec by folding its first layer over R = G = B and taking the
+        BT.601 luma of its last; anything else that does not fit (another architecture, N, M
+        or a grey model for an RGB codec) is a ``ValueError`` naming what the file holds.
+        """
+        state = read_state_dict(path)
+        for prefix in ("codec.model.", "model."):
+            sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if sub:
+                state = sub
+                break
+        self.load_compressai(compressai_rename_keys(state), source=str(path))
+
+    def load_compressai(self, state: dict[str, Tensor], source: str = "state dict") -> None:
+        """Load a CompressAI model's state dict (current key names) into ``self.model``."""
+        found = describe_compressai(state)
+        arch, n, m, channels = found["arch"], found["N"], found["M"], found["in_channels"]
+        want = f"{self.name} with N={self.N}" + ("" if self.autoregressive else f", M={self.M}")
+        if arch is None:
+            raise ValueError(
+                f"{source}: holds no CompressAI image model (first key "
+                f"{next(iter(state), None)!r}); pass a CompressAI or mvmic weights file"
+            )
+        held = f"{arch} with N={n}" + ("" if arch.startswith("cheng2020") else f", M={m}")
+        if arch not in HYPERPRIOR_MODELS:
+            raise ValueError(
+                f"{source}: holds a CompressAI {held}, which mvmic does not provide; "
+                f"its codecs are {', '.join(HYPERPRIOR_MODELS)}"
+            )
+        if arch != self.name or n != self.N or m != self.M:
+            flags = f"--model.codec {arch} --model.N {n}" + (
+                "" if arch.startswith("cheng2020") else f" --model.M {m}"
+            )
+            raise ValueError(
+                f"{source}: holds a {channels}-channel {held}, but the config asks for {want}; "
+                f"set {flags} to use it"
+            )
+        if channels != self.in_channels:
+            if channels != 3:
+                raise ValueError(
+                    f"{source}: holds a {channels}-channel {held}, the config asks for "
+                    f"in_channels={self.in_channels}; set --model.in_channels {channels}"
+                )
+            state = self._rgb_to_grey(state)
+        # CompressAI's own renaming of the entropy bottleneck's old names (_bias0 -> biases.0),
+        # which its load_state_dict applies too.
+        state = remap_old_keys("entropy_bottleneck", state)
+        params = {k for k, _ in self.model.named_parameters()}
+        missing = sorted(params - set(state))
+        unexpected = sorted(set(state) - set(self.model.state_dict()))
+        if missing or unexpected:
+            what = f"lacks {missing[0]!r}" if missing else f"has a key {unexpected[0]!r}"
+            raise ValueError(
+                f"{source}: the {held} {what} that this codec "
+                + ("needs" if missing else "does not have")
+                + f" ({len(missing)} missing, {len(unexpected)} unexpected)"
+            )
+        # CompressAI's load_state_dict resizes the entropy tables to the file's.
+        self.model.load_state_dict(state, strict=False)
+        self._invalidate_hash()
+
+    def _rgb_to_grey(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """An RGB model's weights for grey input and output.
+
+        The first layer sums its weights over R, G, B: a grey image then gives exactly the
+        latents the RGB model gives for that image repeated to RGB. The last layer gives
+        the BT.601 luma of the RGB reconstruction (a linear combination of its outputs).
+        """
+        state = dict(state)
+        first = ("g_a.0.conv1", "g_a.0.skip") if self.autoregressive else ("g_a.0",)
+        for name in first:
+            state[f"{name}.weight"] = state[f"{name}.weight"].sum(1, keepdim=True)
+        luma = torch.tensor(_LUMA)
+        last = f"g_s.{len(self.model.g_s) - 1}" + (".0" if self.autoregressive else "")
+        w, b = state[f"{last}.weight"], state[f"{last}.bias"]
+        if self.autoregressive:  # conv to 3·r² channels, then PixelShuffle(r)
+            w = torch.einsum("c,cr...->r...", luma.to(w.dtype), w.view(3, -1, *w.shape[1:]))
+            b = (luma.to(b.dtype)[:, None] * b.view(3, -1)).sum(0)
+        else:  # ConvTranspose2d weight: in × out × k × k
+            w = torch.einsum("c,ic...->i...", luma.to(w.dtype), w).unsqueeze(1)
+            b = (luma.to(b.dtype) * b).sum().view(1)
+        state[f"{last}.weight"], state[f"{last}.bias"] = w, b
+        return state
+
+
+def describe_compressai(state: dict[str, Tensor]) -> dict[str, int | str | None]:
+    """Architecture, N, M and input channels of a CompressAI state dict, read from its keys.
+
+    Returns ``arch`` None when the keys are not those of a CompressAI image model.
+    """
+    arch = n = m = channels = None
+    if "g_a.0.conv1.weight" in state:  # residual blocks: Cheng et al. 2020
+        attention = any(".conv_a." in k for k in state)
+        arch = "cheng2020-attn" if attention else "cheng2020-anchor"
+        n, channels = state["g_a.0.conv1.weight"].shape[:2]
+        m = (
+            state["context_prediction.weight"].shape[1]
+            if "context_prediction.weight" in state
+            else n
+        )
+    elif "g_a.0.weight" in state and "g_a.6.weight" in state:
+        n, channels = state["g_a.0.weight"].shape[:2]
+        m = state["g_a.6.weight"].shape[0]
+        if "context_prediction.weight" in state:
+            arch = "mbt2018"
+        elif "h_s.4.weight" in state:
+            # h_s ends in M channels (scales) or 2·M (scales and means)
+            arch = (
+                "mbt2018-mean"
+                if state["h_s.4.weight"].shape[0] == 2 * m
+                else "bmshj2018-hyperprior"
+            )
+        elif "h_a.0.weight" not in state:
+            arch = "bmshj2018-factorized"
+    return {
+        "arch": arch,
+        "N": None if n is None else int(n),
+        "M": None if m is None else int(m),
+        "in_channels": None if channels is None else int(channels),
+    }

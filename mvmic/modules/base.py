@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from typing import Any
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 from lightning import LightningModule
 from torchmetrics import MetricCollection
 
+from mvmic.codecs.bitstream import Bitstream
 from mvmic.tasks import TaskNet, build_task
 
 
@@ -180,3 +183,86 @@ class BaseModule(LightningModule):
             else:
                 record.update({k: float(v) for k, v in plain.items() if v.numel() == 1})
         return record
+
+    # -- prediction: the deployment path, one image (or volume) at a time -------------------
+    @property
+    def transmits(self) -> bool:
+        """Whether images reach the task as a real bitstream (a codec), not as raw pixels."""
+        return getattr(self, "codec", None) is not None
+
+    def transmit(
+        self, x: torch.Tensor, bit_depth: int = 8, times: dict[str, float] | None = None
+    ) -> tuple[torch.Tensor, Bitstream, int]:
+        """Send one image through the real bitstream: compress → bytes → decompress.
+
+        Args:
+            x: one image 1×C×H×W (or one volume 1×C×D×H×W for a 3D codec) in [0, 1].
+            bit_depth: the source bit depth the container records.
+            times: when given, ``enc_ms`` (compress and serialise) and ``dec_ms`` (decode)
+                are added to it.
+
+        Returns:
+            What the server decodes (an image, or g's feature map), the bitstream, and the
+            size of the container in bytes (what ``mvmic compress`` writes).
+        """
+        t0 = time.perf_counter()
+        bitstream = self.codec.compress(x, bit_depth=bit_depth)
+        data = bitstream.to_bytes()
+        t1 = time.perf_counter()
+        decoded = self.codec.decompress(data).to(x.device)
+        if times is not None:
+            times["enc_ms"] = times.get("enc_ms", 0.0) + 1e3 * (t1 - t0)
+            times["dec_ms"] = times.get("dec_ms", 0.0) + 1e3 * (time.perf_counter() - t1)
+        return decoded, bitstream, len(data)
+
+    def task_output(self, decoded: torch.Tensor) -> Any:
+        """The task's prediction on what the server decoded (as ``mvmic decompress --task``)."""
+        return self.task.predict(decoded)
+
+    @torch.no_grad()
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> list[dict[str, Any]]:
+        """Per image: compress → bytes → decompress → task (raw pixels without a codec).
+
+        Images are sent one at a time, as a deployed encoder sends them, and the task runs on
+        each decoded image alone, so the output equals ``mvmic decompress --task`` on the file.
+
+        Returns:
+            One dict per image: ``name``, ``source`` (its file, when the batch names one),
+            ``prediction`` (a mask H×W / D×H×W of class indices, or a detection dict, on the
+            CPU), ``shape`` (spatial size), ``bytes`` (the container, or the raw image without
+            a codec) and ``bpp`` (bits per pixel or voxel), plus ``affine`` for volumes read
+            from NIfTI.
+        """
+        x = batch["image"]
+        names = batch.get("name")
+        paths = batch.get("path")
+        depths = batch.get("bit_depth")
+        affines = batch.get("affine")
+        results = []
+        for i in range(len(x)):
+            xi = x[i : i + 1]
+            bits = int(depths[i]) if depths is not None else 8
+            if self.transmits:
+                decoded, _, nbytes = self.transmit(xi, bits)
+            else:  # the uncompressed reference: the raw samples are what would be sent
+                decoded, nbytes = xi, math.ceil(xi.numel() * bits / 8)
+            pred = self.task_output(decoded)[0]
+            if isinstance(pred, dict):
+                pred = {k: v.detach().cpu() for k, v in pred.items()}
+            else:
+                pred = pred.detach().cpu()
+            shape = tuple(int(s) for s in xi.shape[2:])
+            item = {
+                "name": str(names[i]) if names is not None else f"{batch_idx:06d}_{i:03d}",
+                "source": str(paths[i]) if paths is not None else None,
+                "prediction": pred,
+                "shape": shape,
+                "bytes": nbytes,
+                "bpp": 8.0 * nbytes / math.prod(shape),
+            }
+            if affines is not None:
+                item["affine"] = affines[i].detach().cpu().double()
+            results.append(item)
+        return results

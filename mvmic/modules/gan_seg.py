@@ -19,98 +19,71 @@ coder too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import MetricCollection
-from torchmetrics.segmentation import DiceScore, MeanIoU
 
+from mvmic import validation as check
 from mvmic.codecs import HYPERPRIOR_MODELS, build_codec
-from mvmic.codecs.binary import BinaryCodec
-from mvmic.codecs.hyperprior import likelihoods_bpp
+from mvmic.losses import critic_step_loss, multiscale_l1, one_hot, rate_weight, segmentation_mse
 from mvmic.metrics import rate_metrics
-from mvmic.modules.base import BaseModule
-from mvmic.tasks.base import TaskNet
-from mvmic.tasks.critic import Critic, multiscale_l1
-from mvmic.tasks.segmentation import PALETTE, SegmentationNet, load_weights
+from mvmic.modules.codec_module import CodecModule
+from mvmic.tasks.critic import CRITIC_INPUTS, Critic
+from mvmic.tasks.gan import MONAI_ARCHS, GanSegmentor, build_segmentor, encode_features
+from mvmic.tasks.segmentation import SMP_ARCHITECTURES
+from mvmic.weights import load_weights
 
 DESIGNS = ("D1", "D2", "D3", "D4")
-MONAI_ARCHS = ("UNet", "BasicUNet")
 
 
-class GanSegmentor(TaskNet):
-    """The segmentor s (smp in 2D, MONAI in 3D) with per-class Dice/IoU metrics.
-
-    ``forward`` returns logits B×K×H×W (or B×K×D×H×W); metrics are per class, averaged over
-    images (volumes), as in Liu et al.'s Table 1.
-    """
-
-    task = "segmentation"
-    target_key = "mask"
-    primary_metric = "dice"
-
-    def __init__(
-        self,
-        net: nn.Module,
-        num_classes: int,
-        class_names: Sequence[str],
-    ) -> None:
-        super().__init__()
-        self.net, self.num_classes, self.class_names = net, num_classes, list(class_names)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self(x).argmax(1)
-
-    def build_metrics(self) -> MetricCollection:
-        k = self.num_classes
-        return MetricCollection(
-            {
-                "dice": DiceScore(
-                    num_classes=k,
-                    average="none",
-                    aggregation_level="samplewise",
-                    input_format="index",
-                ),
-                "iou": MeanIoU(num_classes=k, per_class=True, input_format="index"),
-            }
+def _check_options(o: dict[str, Any]) -> None:
+    """GanSegmentation's options, each named as the user types it (``--model.<name>``)."""
+    two_d = o["dims"] == 2
+    binary = o["codec"] == "liu2020-binary"
+    check.one_of("--model.codec", o["codec"], ["liu2020-binary", *HYPERPRIOR_MODELS], "a codec")
+    if not binary and not two_d:
+        raise check.ConfigError(
+            "--model.codec", f"{o['codec']!r} is 2D only; use liu2020-binary with --model.dims 3"
         )
+    check.channels("--model.in_channels", o["in_channels"])
+    check.num_classes("--model.num_classes", o["num_classes"])
+    names = o["class_names"]
+    if names is not None and len(names) != o["num_classes"]:
+        raise check.ConfigError(
+            "--model.class_names",
+            f"has {len(names)} names but --model.num_classes is {o['num_classes']}; give one "
+            "name per class, background first",
+        )
+    check.each(
+        check.positive_int,
+        "--model",
+        code_channels=o["code_channels"],
+        feature_channels=o["feature_channels"],
+        codec_width=o["codec_width"],
+        sw_batch_size=o["sw_batch_size"],
+    )
+    if binary:
+        check.one_of("--model.codec_stride", o["codec_stride"], (8, 16), "a codec stride")
+    if two_d:
+        check.one_of("--model.arch", o["arch"], sorted(SMP_ARCHITECTURES), "a 2D architecture")
+        check.smp_encoder("--model.encoder", o["encoder"])
+    else:
+        check.one_of("--model.arch", o["arch"], MONAI_ARCHS, "a 3D architecture")
+    check.non_negative("--model.lmbda_cr", o["lmbda_cr"])
+    check.each(check.positive, "--model", lr=o["lr"], bit_lr=o["bit_lr"], aux_lr=o["aux_lr"])
+    check.positive("--model.clip_critic", o["clip_critic"])
+    for beta in o["betas"] or ():
+        check.fraction("--model.betas", beta)
+    check.one_of("--model.critic_input", o["critic_input"], CRITIC_INPUTS, "a critic input")
+    check.sizes("--model.critic_channels", o["critic_channels"], scalar=False)
+    check.sizes("--model.roi_size", o["roi_size"], length=3, scalar=False)
+    check.fraction("--model.sw_overlap", o["sw_overlap"])
+    check.record(o["method"], o["results_dir"])
 
-    def update_metrics(
-        self, metrics: MetricCollection, preds: Tensor, batch: dict[str, Any]
-    ) -> None:
-        metrics.update(preds, batch["mask"].long())
 
-    def record(self, computed: dict[str, Tensor]) -> dict[str, float]:
-        """``dice``/``iou``: mean over foreground classes; ``dice_<class>``/``iou_<class>``."""
-        out: dict[str, float] = {}
-        for name in ("dice", "iou"):
-            if name not in computed:
-                continue
-            per_class = computed[name].flatten().float()
-            fg = per_class[1:] if per_class.numel() > 1 else per_class
-            out[name] = float(fg.mean())
-            for cls, value in zip(self.class_names[1:], per_class[1:].tolist()):
-                out[f"{name}_{cls}"] = float(value)
-        out.update({k: float(v) for k, v in computed.items() if k not in out and v.numel() == 1})
-        return out
-
-    def render(self, preds: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        palette = PALETTE.to(preds.device)
-
-        def paint(m: Tensor) -> Tensor:
-            return palette[m.long().clamp(0, len(palette) - 1)].permute(0, 3, 1, 2)
-
-        return paint(preds), paint(batch["mask"])
-
-
-class GanSegmentation(BaseModule):
+class GanSegmentation(CodecModule):
     """Liu et al.'s designs D1–D4 in 2D (images) and 3D (volumes).
 
     Args:
@@ -134,7 +107,10 @@ class GanSegmentation(BaseModule):
             run; D starts fresh. Lets D4's rate loss and critic begin from a working segmentor
             instead of a random one (from scratch, the critic can outrun S for hundreds of steps).
         lr, betas: Adam for C+S and for D (SegAN: 2e-4, (0.5, 0.999)).
-        bit_lr: learning rate of the bit model (the per-channel Bernoulli logits).
+        bit_lr: learning rate of an entropy model fitted by the rate itself (the binary
+            codec's per-channel Bernoulli logits).
+        aux_lr: learning rate of a hyperprior codec's entropy-bottleneck quantiles (its
+            ``aux_loss``), as MVMICNet's.
         clip_critic: clip D's weights to ±this after each D step (None = off).
         critic_input: ``"label"`` (Liu et al.) or ``"masked_image"`` (SegAN).
         critic_channels: channels of D's layers (one scale each).
@@ -142,6 +118,11 @@ class GanSegmentation(BaseModule):
         method: results-record name (default ``liu2020-<design>`` [+ ``-<codec>``]).
         results_dir: where ``mvmic test`` writes its record.
     """
+
+    #: checkpoints `mvmic fit` reads (checked before fitting; `mvmic test` never needs them)
+    FIT_FILES = ("init_from",)
+    #: the record fields that identify this module's operating point (mvmic.evaluation.records)
+    POINT_KEY = ("design", "lmbda")
 
     def __init__(
         self,
@@ -164,6 +145,7 @@ class GanSegmentation(BaseModule):
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         bit_lr: float = 1e-2,
+        aux_lr: float = 1e-3,
         clip_critic: float | None = 0.05,
         critic_input: str = "label",
         critic_channels: list[int] | None = None,
@@ -174,21 +156,9 @@ class GanSegmentation(BaseModule):
         results_dir: str = "runs/results",
     ) -> None:
         design = str(design).upper()
-        if design not in DESIGNS:
-            raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
-        if dims not in (2, 3):
-            raise ValueError(f"dims must be 2 or 3, got {dims}")
-        if codec != "liu2020-binary" and codec not in HYPERPRIOR_MODELS:
-            raise ValueError(
-                f"unknown codec {codec!r}; choose liu2020-binary or one of "
-                f"{sorted(HYPERPRIOR_MODELS)}"
-            )
-        if codec != "liu2020-binary" and dims == 3:
-            raise ValueError(f"codec {codec!r} is 2D only; use codec=liu2020-binary with dims=3")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(
-                f"class_names has {len(class_names)} names but num_classes={num_classes}"
-            )
+        check.one_of("--model.design", design, DESIGNS, "a design")
+        check.one_of("--model.dims", dims, (2, 3), "2D or 3D")
+        _check_options(locals())  # every other option (defined above the class)
         super().__init__()
         self.hparams["design"] = design
         self.automatic_optimization = False
@@ -246,7 +216,14 @@ class GanSegmentation(BaseModule):
                 kwargs["in_channels"] = hp.in_channels
             self.codec = build_codec(hp.codec, **kwargs)
         names = hp.class_names or ["background"] + [f"class{i}" for i in range(1, hp.num_classes)]
-        self.task = GanSegmentor(self._build_segmentor(s_in), hp.num_classes, names)
+        window = None
+        if hp.dims == 3:  # as segment() runs whole volumes
+            roi = tuple(hp.roi_size or (64, 64, 64))
+            window = {"roi_size": roi, "sw_batch_size": hp.sw_batch_size, "overlap": hp.sw_overlap}
+        net = build_segmentor(
+            hp.dims, hp.arch, s_in, hp.num_classes, encoder=hp.encoder, seg_args=hp.seg_args
+        )
+        self.task = GanSegmentor(net, hp.num_classes, names, window)
         self.critic = None
         if design != "D2":
             self.critic = Critic(
@@ -256,29 +233,6 @@ class GanSegmentation(BaseModule):
                 channels=tuple(hp.critic_channels or (32, 64, 128)),
                 critic_input=hp.critic_input,
             )
-
-    def _build_segmentor(self, in_channels: int) -> nn.Module:
-        hp = self.hparams
-        args = dict(hp.seg_args or {})
-        if hp.dims == 2:
-            return SegmentationNet(
-                arch=hp.arch,
-                encoder=hp.encoder,
-                in_channels=in_channels,
-                num_classes=hp.num_classes,
-                **args,
-            )
-        from monai.networks import nets
-
-        if hp.arch not in MONAI_ARCHS:
-            raise ValueError(f"3D segmentor arch must be one of {MONAI_ARCHS}, got {hp.arch!r}")
-        if hp.arch == "UNet":
-            args.setdefault("channels", (16, 32, 64, 128))
-            args.setdefault("strides", (2, 2, 2))
-            args.setdefault("num_res_units", 1)
-        return getattr(nets, hp.arch)(
-            spatial_dims=3, in_channels=in_channels, out_channels=hp.num_classes, **args
-        )
 
     def extra_metrics(self, stage: str) -> MetricCollection:
         if stage == "val":
@@ -294,36 +248,16 @@ class GanSegmentation(BaseModule):
         return name if hp.codec == "liu2020-binary" or self.design == "D1" else f"{name}-{hp.codec}"
 
     # -- pieces -----------------------------------------------------------------------
-    def _num_pixels(self, x: Tensor) -> int:
-        return int(torch.tensor(x.shape[2:]).prod())
-
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Features for s (g's map, a decoded image, or x itself for D1) and bpp estimate."""
-        if self.codec is None:
-            return x, torch.full((), 8.0 * x.shape[1], device=x.device)
-        if isinstance(self.codec, BinaryCodec):
-            # The rate reaches C only in D4; otherwise only the bit model fits the code.
+        if self.codec is not None and self.codec.rate_fits_entropy_model:
+            # The rate reaches C only in D4; otherwise only the entropy model fits the code.
             self.codec.rate_to_encoder = self.design == "D4"
-        out = self.codec(x)
-        bpp = likelihoods_bpp(out.likelihoods, len(x) * self._num_pixels(x))
-        feats = out.x_hat if isinstance(self.codec, BinaryCodec) else out.x_hat.clamp(0, 1)
-        return feats, bpp
+        return encode_features(self.codec, x)
 
     def segment(self, feats: Tensor) -> Tensor:
         """Logits; whole-volume 3D eval runs by MONAI sliding window."""
-        if self.hparams.dims == 3 and not self.training:
-            roi = tuple(self.hparams.roi_size or (64, 64, 64))
-            return sliding_window_inference(
-                feats,
-                roi,
-                self.hparams.sw_batch_size,
-                self.task,
-                overlap=self.hparams.sw_overlap,
-            )
-        return self.task(feats)
-
-    def _one_hot(self, mask: Tensor) -> Tensor:
-        return F.one_hot(mask.long(), self.hparams.num_classes).movedim(-1, 1).float()
+        return self.task.logits(feats)
 
     # -- optimization -----------------------------------------------------------------
     def configure_optimizers(self):
@@ -332,15 +266,11 @@ class GanSegmentation(BaseModule):
         main = list(self.task.parameters())
         groups = []
         if self.codec is not None:
-            special = (
-                self.codec.bit_model_parameters()
-                if isinstance(self.codec, BinaryCodec)
-                else self.codec.aux_parameters()
-            )
-            ids = {id(p) for p in special}
+            entropy = self.codec.entropy_parameters()
+            ids = {id(p) for p in entropy}
             main += [p for p in self.codec.parameters() if id(p) not in ids]
-            lr_special = hp.bit_lr if isinstance(self.codec, BinaryCodec) else 1e-3
-            groups.append({"params": special, "lr": lr_special, "name": "entropy"})
+            lr = hp.bit_lr if self.codec.rate_fits_entropy_model else hp.aux_lr
+            groups.append({"params": entropy, "lr": lr, "name": "entropy"})
         opt_cs = torch.optim.Adam(
             [{"params": main, "lr": hp.lr, "name": "cs"}, *groups], lr=hp.lr, betas=betas
         )
@@ -352,7 +282,7 @@ class GanSegmentation(BaseModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         hp = self.hparams
         x, bs = batch["image"], len(batch["image"])
-        target = self._one_hot(batch["mask"])
+        target = one_hot(batch["mask"], hp.num_classes)
         opts = self.optimizers()
         opt_cs, opt_d = (opts[0], opts[1]) if isinstance(opts, list) else (opts, None)
 
@@ -367,7 +297,7 @@ class GanSegmentation(BaseModule):
             self.toggle_optimizer(opt_cs)  # D's weights are constants in the C+S loss
         feats, bpp = self.encode(x)
         prob = self.task(feats).softmax(1)
-        loss_seg = F.mse_loss(prob, target)
+        loss_seg = segmentation_mse(prob, target)
         loss = loss_seg
         logs = {"train_loss_seg": loss_seg.detach(), "train_bpp_est": bpp.detach()}
         if self.critic is not None:
@@ -375,17 +305,15 @@ class GanSegmentation(BaseModule):
             loss = loss + loss_dis
             logs["train_loss_dis"] = loss_dis.detach()
         if self.codec is not None:
-            if isinstance(self.codec, BinaryCodec):
-                loss = loss + (hp.lmbda_cr if self.design == "D4" else 1.0) * bpp
-            else:
-                loss = loss + self.codec.aux_loss()
-                if self.design == "D4":
-                    loss = loss + hp.lmbda_cr * bpp
+            w = rate_weight(hp.lmbda_cr, self.design == "D4", self.codec.rate_fits_entropy_model)
+            loss = loss + self.codec.aux_loss()
+            if w:
+                loss = loss + w * bpp
         logs["train_loss"] = loss.detach()
         total = loss
         if opt_d is not None:
             self.untoggle_optimizer(opt_cs)
-            loss_d = -multiscale_l1(self.critic, prob.detach(), target, x)
+            loss_d = critic_step_loss(self.critic, prob, target, x)
             total = total + loss_d
             logs["train_loss_d"] = loss_d.detach()
             opt_d.zero_grad()
@@ -407,85 +335,33 @@ class GanSegmentation(BaseModule):
         x = batch["image"]
         feats, bpp = self.encode(x)
         logits = self.segment(feats)
-        loss_seg = F.mse_loss(logits.softmax(1), self._one_hot(batch["mask"]))
+        loss_seg = segmentation_mse(
+            logits.softmax(1), one_hot(batch["mask"], self.hparams.num_classes)
+        )
         preds = logits.argmax(1)
         self.task.update_metrics(self.val_metrics, preds, batch)
         self.val_extra["bpp_est"].update(bpp.detach())
         self.log("val_loss", loss_seg, prog_bar=True, batch_size=len(x))
         if batch_idx == 0:
-            self._set_panel(x, feats, preds, batch)
+            self.set_panel(x, feats, preds, batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_record("val")
+        self.log_record("val")
 
-    def on_test_epoch_start(self) -> None:
-        if self.codec is not None:
-            self.codec.update(force=True)
+    def task_output(self, decoded: Tensor) -> Tensor:
+        """Class indices from g's feature map (or the image for D1); 3D by sliding window."""
+        return self.segment(decoded).argmax(1)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Real bits: each image/volume goes compress → bytes → decompress → s."""
-        x = batch["image"]
-        npix = self._num_pixels(x)
-        if self.codec is None:
-            feats = x
-            raw = torch.tensor(8.0 * x.shape[1])
-            for _ in range(len(x)):
-                for key in ("bpp", "bpp_est", "bpp_container"):
-                    self.test_extra[key].update(raw)
-        else:
-            decoded = []
-            for i in range(len(x)):
-                xi = x[i : i + 1]
-                _, est = self.encode(xi)
-                bitstream = self.codec.compress(xi)
-                data = bitstream.to_bytes()
-                decoded.append(self.codec.decompress(data).to(x.device))
-                self.test_extra["bpp"].update(torch.tensor(8.0 * bitstream.payload_bytes / npix))
-                self.test_extra["bpp_container"].update(torch.tensor(8.0 * len(data) / npix))
-                self.test_extra["bpp_est"].update(est.detach().cpu())
-            feats = torch.cat(decoded)
-        preds = self.segment(feats).argmax(1)
-        self.task.update_metrics(self.test_metrics, preds, batch)
-        if batch_idx == 0:
-            self._set_panel(x, feats, preds, batch)
-
-    def on_test_epoch_end(self) -> None:
-        record = self._log_record("test")
-        hp = self.hparams
-        self.test_point = {
-            **record,
-            "lmbda": hp.lmbda_cr if self.design == "D4" else 0.0,
+    def operating_point(self) -> dict[str, Any]:
+        return {
+            "lmbda": self.hparams.lmbda_cr if self.design == "D4" else 0.0,
             "design": self.design,
         }
 
-    def _log_record(self, stage: str) -> dict[str, float]:
+    def log_record(self, stage: str) -> dict[str, float]:
         record = self.log_stage_metrics(stage)
         # The base logs scalar metrics; Dice/IoU are per-class vectors, logged from the record.
         self.log_dict(
             {f"{stage}_{k}": v for k, v in record.items() if k.startswith(("dice", "iou"))}
         )
         return record
-
-    def _set_panel(self, x: Tensor, feats: Tensor, preds: Tensor, batch: dict[str, Any]) -> None:
-        """Fig. 4: image | g's feature map | prediction | ground truth (3D: middle slice)."""
-        mask = batch["mask"]
-        if self.hparams.dims == 3:
-            mid = x.shape[2] // 2
-            x, feats, preds, mask = x[:, :, mid], feats[:, :, mid], preds[:, mid], mask[:, mid]
-        f = feats[:, :1].detach().float()
-        lo = f.amin(dim=(1, 2, 3), keepdim=True)
-        hi = f.amax(dim=(1, 2, 3), keepdim=True)
-        f = (f - lo) / (hi - lo).clamp_min(1e-8)
-        panel = {"image": x.detach(), "prediction": preds, "batch": {"mask": mask}}
-        if self.codec is not None:
-            panel["features"] = f
-        self.panel = panel
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if self.codec is not None and not isinstance(self.codec, BinaryCodec):
-            # Hyperprior tables that match the saved weights (the binary codec's tables are
-            # rebuilt from its bit logits on load, so they need no storing).
-            self.codec.update(force=True)
-            for key, value in self.codec.state_dict().items():
-                checkpoint["state_dict"][f"codec.{key}"] = value

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MetricCollection
 
-from mvmic.codecs import build_codec
-from mvmic.codecs.hyperprior import likelihoods_bpp
-from mvmic.losses import RateDistortionAccuracyLoss
-from mvmic.metrics import image_quality_metrics, rate_metrics
-from mvmic.modules.base import BaseModule
-from mvmic.tasks.segmentation import load_weights
+from mvmic import validation as check
+from mvmic.codecs import HYPERPRIOR_MODELS, build_codec
+from mvmic.losses import DISTORTIONS, RateDistortionAccuracyLoss
+from mvmic.metrics import image_quality_metrics, likelihoods_bpp, rate_metrics
+from mvmic.modules.checkpoints import load_checkpoint
+from mvmic.modules.codec_module import CodecModule
+from mvmic.weights import load_weights
 
 
-class MVMICNet(BaseModule):
+class MVMICNet(CodecModule):
     """Stage 1 trains the codec (and the task net unless frozen) on ``R + λ_d·D + λ_t·L_task``;
     stage 2 is a separate run that loads a stage-1 checkpoint, freezes the codec and fine-tunes
     the task network on decoded images. ``lmbda_t = 0`` is the plain rate–distortion codec.
@@ -30,7 +31,9 @@ class MVMICNet(BaseModule):
         lmbda_d, lmbda_t, distortion: the loss (see ``RateDistortionAccuracyLoss``).
         freeze_task: stage 1 only: keep the task network fixed (eval mode, no gradients).
         init_codec: checkpoint (MVMICNet or plain codec state dict) to start the codec from,
-            e.g. the MSE-trained codec, which avoids rate collapse.
+            e.g. the MSE-trained codec, which avoids rate collapse; or a CompressAI model
+            file (zoo ``*.pth.tar``, ``examples/train.py`` checkpoint), see
+            ``HyperpriorCodec.load_weights``.
         init_task: checkpoint (TaskModule or state dict) to start the task network from.
         init_from: a stage-1 checkpoint to start both from; required for stage 2.
         lr: codec learning rate; task_lr: task network learning rate (default: lr);
@@ -39,6 +42,11 @@ class MVMICNet(BaseModule):
             ``lmbda_t = 0``).
         results_dir: where ``mvmic test`` writes its record.
     """
+
+    #: checkpoints `mvmic fit` reads (checked before fitting; `mvmic test` never needs them)
+    FIT_FILES = ("init_codec", "init_task", "init_from")
+    #: the record fields that identify this module's operating point (mvmic.evaluation.records)
+    POINT_KEY = ("lmbda", "lmbda_t", "stage")
 
     def __init__(
         self,
@@ -66,10 +74,22 @@ class MVMICNet(BaseModule):
         method: str | None = None,
         results_dir: str = "runs/results",
     ) -> None:
-        if stage not in (1, 2):
-            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        check.task_network(task, arch, encoder, num_classes, in_channels, task_weights)
+        check.one_of("--model.codec", codec, HYPERPRIOR_MODELS, "a codec")
+        check.each(check.positive_int, "--model", N=N, M=M)
+        check.one_of("--model.stage", stage, (1, 2), "a stage")
+        check.each(check.non_negative, "--model", lmbda_d=lmbda_d, lmbda_t=lmbda_t)
+        check.one_of("--model.distortion", distortion, DISTORTIONS, "a distortion")
+        check.each(check.positive, "--model", lr=lr, task_lr=task_lr, aux_lr=aux_lr)
+        check.record(method, results_dir)
+        self._task_trained = False
         super().__init__()
         self._apply_freezing()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._task_trained = bool(checkpoint.get("mvmic_task_trained", True))
+        self._adopt_codec_lambdas(checkpoint.get("hyper_parameters", {}), "its checkpoint")
 
     # -- building ---------------------------------------------------------------------
     def configure_models(self) -> None:
@@ -120,11 +140,50 @@ class MVMICNet(BaseModule):
         hp = self.hparams
         if hp.init_from:
             load_weights(self, hp.init_from)
+            saved = load_checkpoint(hp.init_from)
+            self._task_trained = bool(saved.get("mvmic_task_trained", True))
+            if self.codec_frozen:
+                # Stage 2's operating point is its codec's: λ comes with the frozen codec.
+                self._adopt_codec_lambdas(saved.get("hyper_parameters", {}), hp.init_from)
         if hp.init_codec:
-            load_weights(self.codec, hp.init_codec, prefixes=("codec.",))
+            self.codec.load_weights(hp.init_codec)  # mvmic or CompressAI weights
         if hp.init_task:
             load_weights(self.task, hp.init_task, prefixes=("task.",))
+            self._task_trained = True
         self.codec.update(force=True)
+
+    #: hyperparameters that say which rate–distortion–accuracy trade-off the codec was trained for
+    CODEC_LAMBDAS = ("lmbda_d", "lmbda_t", "distortion")
+
+    def _adopt_codec_lambdas(self, saved: dict[str, Any], source: str) -> None:
+        """Take λ from the checkpoint whose codec this module runs, so records key on it."""
+        changed = {
+            k: saved[k] for k in self.CODEC_LAMBDAS if k in saved and saved[k] != self.hparams[k]
+        }
+        if not changed:
+            return
+        given = ", ".join(f"{k}={self.hparams[k]!r}" for k in changed)
+        taken = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        rank_zero_info(f"mvmic: the codec was trained with {taken} ({source}); not {given}")
+        self.hparams.update(changed)
+        self.configure_losses()
+
+    @property
+    def task_trained(self) -> bool:
+        """Whether the task network learned anything: initialised from a trained net, or given
+        task gradients (stage 2, or stage 1 with λ_t > 0 and the task net not frozen)."""
+        hp = self.hparams
+        learns = self.hparams.stage == 2 or (hp.lmbda_t > 0 and not self.task_frozen)
+        return self._task_trained or (learns and self.global_step > 0)
+
+    def on_test_start(self) -> None:
+        if not self.task_trained:
+            raise ValueError(
+                f"the task network of this {self.method_name} run was never trained (it was "
+                "frozen or unused, λ_t = 0, and not initialised): its task metrics would be a "
+                "random network's. Fit it with --model.init_task runs/<task run>/checkpoints/"
+                "best.ckpt (a TaskModule trained on uncompressed images)"
+            )
 
     def on_fit_start(self) -> None:
         # Checked here, not in __init__, because a resumed run restores weights from its own
@@ -156,8 +215,7 @@ class MVMICNet(BaseModule):
         x = batch["image"]
         bs = len(x)
         if self.codec_frozen:
-            with torch.no_grad():
-                x_hat = self.codec(x).x_hat.clamp(0, 1)
+            x_hat = self.codec.reconstruct(x)  # exactly what decoding the bitstream returns
             loss, terms = self.task.loss(x_hat, batch)
             self.check_finite(loss, terms)
             self.log("train_loss", loss, prog_bar=True, batch_size=bs)
@@ -178,7 +236,7 @@ class MVMICNet(BaseModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x = batch["image"]
-        out = self.codec(x)
+        out = self.codec(x)  # eval mode: x_hat is what decoding returns (Codec contract)
         x_hat = out.x_hat.clamp(0, 1)
         task_loss, _ = self.task.loss(x_hat, batch)
         terms = self.criterion(out, x, task_loss)
@@ -186,11 +244,10 @@ class MVMICNet(BaseModule):
         self.log("val_loss", val_loss, prog_bar=True, batch_size=len(x))
         preds = self.task.predict(x_hat)
         self.task.update_metrics(self.val_metrics, preds, batch)
-        self.val_extra["psnr"].update(x_hat, x)
-        self.val_extra["ms-ssim"].update(x_hat, x)
+        self.update_quality("val", x, x_hat)
         self.val_extra["bpp_est"].update(terms["bpp"].detach())
         if batch_idx == 0:
-            self.panel = {"image": x, "reconstruction": x_hat, "prediction": preds, "batch": batch}
+            self.set_panel(x, x_hat, preds, batch)
 
     def on_validation_epoch_start(self) -> None:
         if not self.codec_frozen:
@@ -199,68 +256,30 @@ class MVMICNet(BaseModule):
     def on_validation_epoch_end(self) -> None:
         self.log_stage_metrics("val")
 
-    def on_test_epoch_start(self) -> None:
-        self.codec.update()
-        self._per_image = {"enc_ms": 0.0, "dec_ms": 0.0, "task_ms": 0.0, "bytes": 0.0, "n": 0}
+    # -- the real-bits test loop (CodecModule) ------------------------------------------------
+    def prepare_test_codec(self) -> None:
+        self.codec.update()  # the tables saved with the weights
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Real bits: every image goes through compress → bytes → decompress → task."""
-        x = batch["image"]
+    def bpp_estimates(self, x: torch.Tensor) -> list[torch.Tensor]:
         h, w = x.shape[-2:]
         est = self.codec(x)
-        decoded = []
-        for i in range(len(x)):
-            t0 = time.perf_counter()
-            bitstream = self.codec.compress(x[i : i + 1])
-            data = bitstream.to_bytes()
-            t1 = time.perf_counter()
-            decoded.append(self.codec.decompress(data))
-            t2 = time.perf_counter()
-            payload = bitstream.payload_bytes
-            self.test_extra["bpp"].update(torch.tensor(8.0 * payload / (h * w)))
-            self.test_extra["bpp_container"].update(torch.tensor(8.0 * len(data) / (h * w)))
-            self._per_image["bytes"] += payload
-            self._per_image["enc_ms"] += 1e3 * (t1 - t0)
-            self._per_image["dec_ms"] += 1e3 * (t2 - t1)
-        x_hat = torch.cat(decoded).to(x.device)
-        t0 = time.perf_counter()
-        preds = self.task.predict(x_hat)
-        self._per_image["task_ms"] += 1e3 * (time.perf_counter() - t0)
-        self._per_image["n"] += len(x)
-        self._size = (h, w)
-        self.task.update_metrics(self.test_metrics, preds, batch)
-        self.test_extra["psnr"].update(x_hat, x)
-        self.test_extra["ms-ssim"].update(x_hat, x)
-        for i in range(len(x)):
-            lk = {k: v[i : i + 1] for k, v in est.likelihoods.items()}
-            self.test_extra["bpp_est"].update(likelihoods_bpp(lk, h * w).detach())
-        if batch_idx == 0:
-            self.panel = {"image": x, "reconstruction": x_hat, "prediction": preds, "batch": batch}
+        return [
+            likelihoods_bpp({k: v[i : i + 1] for k, v in est.likelihoods.items()}, h * w).detach()
+            for i in range(len(x))
+        ]
 
-    def on_test_epoch_end(self) -> None:
-        record = self.log_stage_metrics("test")
-        n = max(self._per_image.pop("n"), 1)
+    def update_quality(self, stage: str, x: torch.Tensor, decoded: torch.Tensor) -> None:
+        extra = getattr(self, f"{stage}_extra")
+        extra["psnr"].update(decoded, x)
+        extra["ms-ssim"].update(decoded, x)
+
+    def operating_point(self) -> dict[str, Any]:
         hp = self.hparams
-        self.test_point = {
-            **record,
-            # per-image means: payload bytes and timings (mvmic latency reads these)
-            **{k: v / n for k, v in self._per_image.items()},
-            "height": self._size[0],
-            "width": self._size[1],
-            "pixels": self._size[0] * self._size[1],
-            "lmbda": hp.lmbda_d,
-            "lmbda_t": hp.lmbda_t,
-            "stage": hp.stage,
-        }
+        return {"lmbda": hp.lmbda_d, "lmbda_t": hp.lmbda_t, "stage": hp.stage}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if not self.codec_frozen:
-            # Store entropy tables that match the weights being saved, so any later
-            # encoder/decoder loading this file uses identical, current tables.
-            self.codec.update(force=True)
-            for key, value in self.codec.state_dict().items():
-                checkpoint["state_dict"][f"codec.{key}"] = value
+        super().on_save_checkpoint(checkpoint)  # with entropy tables unless the codec is frozen
+        checkpoint["mvmic_task_trained"] = self.task_trained
 
     @property
     def method_name(self) -> str:

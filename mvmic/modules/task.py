@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from mvmic import validation as check
 from mvmic.modules.base import BaseModule
 
 
@@ -26,6 +27,10 @@ class TaskModule(BaseModule):
         results_dir: where ``mvmic test`` writes its record.
     """
 
+    #: the record fields that identify this module's operating point (mvmic.evaluation.records):
+    #: none, uncompressed is one point, so a re-run test replaces it
+    POINT_KEY: tuple[str, ...] = ()
+
     def __init__(
         self,
         task: str = "segmentation",
@@ -40,6 +45,10 @@ class TaskModule(BaseModule):
         method: str | None = None,
         results_dir: str = "runs/results",
     ) -> None:
+        check.task_network(task, arch, encoder, num_classes, in_channels, task_weights)
+        check.positive("--model.lr", lr)
+        check.non_negative("--model.weight_decay", weight_decay)
+        check.record(method, results_dir)
         super().__init__()
 
     def configure_models(self) -> None:

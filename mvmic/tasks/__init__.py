@@ -1,4 +1,4 @@
-"""Task networks (plain PyTorch): segmentation, detection, the GAN critic."""
+"""Task networks (plain PyTorch): segmentation, detection, the GAN critic, Liu's segmentor."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 D embeds a label map — the segmentor's class probabilities or the one-hot ground truth — with
 a few strided convolutions and returns the features of *every* layer, flattened and
 concatenated. The multi-scale L1 distance between the embeddings of prediction and ground truth
-is ``loss_dis``: the segmentor minimizes it, D maximizes it.
+is ``loss_dis`` (:func:`mvmic.losses.multiscale_l1`): the segmentor minimizes it, D
+maximizes it.
 """
 
 from __future__ import annotations
@@ -81,10 +82,3 @@ class Critic(nn.Module):
     def forward(self, label: Tensor, image: Tensor | None = None) -> Tensor:
         """B×F: every layer's features, flattened and concatenated."""
         return torch.cat([f.flatten(1) for f in self.features(label, image)], dim=1)
-
-
-def multiscale_l1(
-    critic: Critic, pred: Tensor, target: Tensor, image: Tensor | None = None
-) -> Tensor:
-    """``loss_dis``: mean |φ_D(pred) − φ_D(target)| over the concatenated multi-scale features."""
-    return (critic(pred, image) - critic(target, image)).abs().mean()

@@ -16,7 +16,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from mvmic.tasks.base import TaskNet
-from mvmic.tasks.segmentation import load_weights
+from mvmic.weights import load_weights
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "fasterrcnn_resnet50_fpn": tvd.fasterrcnn_resnet50_fpn,

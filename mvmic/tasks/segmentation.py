@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -13,7 +12,9 @@ from torchmetrics import JaccardIndex, MetricCollection
 from torchmetrics.segmentation import DiceScore
 
 from mvmic.padding import crop, pad_to_multiple
+from mvmic.palette import PALETTE
 from mvmic.tasks.base import TaskNet
+from mvmic.weights import load_weights
 
 SMP_ARCHITECTURES: dict[str, type[nn.Module]] = {
     name: getattr(smp, name)
@@ -32,40 +33,6 @@ SMP_ARCHITECTURES: dict[str, type[nn.Module]] = {
     )
     if hasattr(smp, name)
 }
-
-# A colour per class for image panels (background black).
-PALETTE = (
-    torch.tensor(
-        [[0, 0, 0], [0, 200, 0], [220, 40, 40], [40, 90, 230], [230, 200, 30], [200, 40, 200]]
-    )
-    / 255.0
-)
-
-
-def load_weights(module: nn.Module, path: str | Path, prefixes: tuple[str, ...] = ()) -> None:
-    """Load a local weights file into ``module``.
-
-    Accepts a plain state dict, a dict with ``state_dict``/``model`` inside (Lightning or
-    torchvision-style checkpoints), and strips the first of ``prefixes`` that matches, so a
-    Lightning checkpoint of a whole mvmic module can initialise just its task network.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    state = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
-    for prefix in prefixes:
-        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if sub:
-            state = sub
-            break
-    # BatchNorm's num_batches_tracked is never reported missing, so count matches instead.
-    if not set(state) & set(module.state_dict()):
-        raise ValueError(
-            f"{path}: none of its {len(state)} tensors match {type(module).__name__} "
-            f"(first key {next(iter(state), None)!r}); is it a weights file for this network?"
-        )
-    module.load_state_dict(state, strict=False)
 
 
 def freeze_unused(net: nn.Module, in_channels: int, size: int = 64) -> list[str]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mvmic.codecs.standard import STANDARD_CODECS, CodecUnavailableError, get_standard_codec
-from mvmic.results import append_point
+from mvmic.evaluation.records import append_point
 
 DEFAULT_CODECS = ("jpeg", "jpeg2000", "webp", "avif", "hevc")
 
@@ -81,7 +81,7 @@ def evaluate_codec(
     codec = get_standard_codec(codec_name)
     task_metrics = task.build_metrics()
     quality_metrics = image_quality_metrics()
-    totals = {"bpp": 0.0, "bpp_container": 0.0, "bytes": 0.0, "pixels": 0.0}
+    totals = {"bpp": 0.0, "bpp_container": 0.0, "bytes": 0.0, "file_bytes": 0.0, "pixels": 0.0}
     totals.update(height=0.0, width=0.0)
     times = {"enc_ms": 0.0, "dec_ms": 0.0, "task_ms": 0.0}
     n = 0
@@ -100,6 +100,7 @@ def evaluate_codec(
             totals["bpp"] += 8.0 * payload / pixels
             totals["bpp_container"] += 8.0 * len(data) / pixels
             totals["bytes"] += payload
+            totals["file_bytes"] += len(data)
             totals["pixels"] += pixels
             totals["height"] += arr.shape[0]
             totals["width"] += arr.shape[1]
@@ -211,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "anchor": True,
                     "codec": name,
                     "quality_meaning": codec.quality_meaning,
-                    "data_root": str(root) if root else None,
+                    "data_root": str(Path(root).resolve()) if root else None,
                     "task": getattr(task, "task", None),
                     "bit_depth": args.bit_depth,
                 },
@@ -220,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name} q={q:g}: {shown}")
         print(f"results: {path}")
     if not args.no_curves:
-        from mvmic.curves import main as curves_main
+        from mvmic.evaluation.curves import main as curves_main
 
         return curves_main([args.results_dir])
     return 0

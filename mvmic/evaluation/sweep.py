@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mvmic.evaluation.runner import DONE, is_done, mark_done, mvmic_argv, offline_env, run_mvmic
 
 PARAMS = ("lmbda_d", "lmbda_t")
 CKPTS = ("last", "best")
@@ -49,7 +49,7 @@ class Step:
 
     @property
     def marker(self) -> Path:
-        return self.run_dir / "DONE"
+        return self.run_dir / DONE
 
     @property
     def last_ckpt(self) -> Path:
@@ -62,7 +62,8 @@ def value_tag(param: str, value: float) -> str:
 
 
 def step_status(run_dir: Path, stage: str) -> str:
-    if (run_dir / "DONE").is_file():
+    """``done`` (its marker exists), ``resume`` (a fit with a last checkpoint) or ``todo``."""
+    if is_done(run_dir / DONE):
         return "done"
     if not stage.startswith("test") and (run_dir / "checkpoints" / "last.ckpt").is_file():
         return "resume"
@@ -214,13 +215,11 @@ def run_step(step: Step, python: str = sys.executable) -> int:
         # A fresh start must not pick up checkpoints of an earlier, different run.
         for old in (step.run_dir / "checkpoints").glob("*.ckpt"):
             old.unlink()
-    cmd = [python, "-m", "mvmic.cli", *step.argv]
+    cmd = mvmic_argv(step.argv, python)
     (step.run_dir / "command.txt").write_text(" ".join(_quote(a) for a in cmd) + "\n")
-    env = dict(os.environ)
-    env.setdefault("WANDB_MODE", "offline")
-    rc = subprocess.call(cmd, env=env)
+    rc = run_mvmic(step.argv, env=offline_env(), python=python)
     if rc == 0 and (step.stage.startswith("test") or step.last_ckpt.is_file()):
-        step.marker.write_text("ok\n")
+        mark_done(step.marker)
     return rc
 
 
@@ -336,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 blocked.add(step.value)
     results_dir = Path(args.results_dir) if args.results_dir else Path(args.root) / "results"
     if results_dir.is_dir():
-        from mvmic.curves import main as curves_main
+        from mvmic.evaluation.curves import main as curves_main
 
         curves_args = [str(results_dir)] + (["--anchor", args.anchor] if args.anchor else [])
         if not args.no_wandb:

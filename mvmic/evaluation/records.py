@@ -6,8 +6,8 @@ A file ``<results_dir>/<dataset>/<method>.json`` holds::
      "results": {"bpp": [...], "psnr": [...], "ms-ssim": [...], "miou": [...], ...}}
 
 Each list has one entry per operating point (one λ or one quality). Appending a point whose
-``lmbda``/``quality`` (the point's key) is already there replaces it, so re-running a test is
-idempotent.
+key (the fields that identify it: ``lmbda``/``quality`` by default, or the key a module
+declares) is already there replaces it, so re-running a test is idempotent.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: Fields that identify an operating point: a new point replaces an old one when every one of
-#: these that the new point has matches (λ_d and λ_t both, so a λ_t sweep at fixed λ_d keeps
-#: its points apart).
+#: Fields that identify an operating point when the caller names no key: a new point replaces
+#: an old one when every one of these that the new point has matches (λ_d and λ_t both, so a
+#: λ_t sweep at fixed λ_d keeps its points apart).
 POINT_KEYS = ("lmbda", "lmbda_t", "quality")
 
 
@@ -38,6 +39,12 @@ def load_record(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({err}); delete or fix the file") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise ValueError(f"{path}: not a results record (needs a 'results' object)")
+    # CompressAI's shape is one list per metric; a hand-written single point may use scalars.
+    for key, value in data["results"].items():
+        if isinstance(value, dict):
+            raise ValueError(f"{path}: results.{key} is an object; expected a list of values")
+        if not isinstance(value, list):
+            data["results"][key] = [value]
     return data
 
 
@@ -48,6 +55,7 @@ def append_point(
     point: dict[str, Any],
     description: str = "",
     fields: dict[str, Any] | None = None,
+    key: Sequence[str] | None = None,
 ) -> Path:
     """Add one operating point to ``method``'s record and return the file path.
 
@@ -58,6 +66,10 @@ def append_point(
         point: one operating point, ``{"bpp": …, "psnr": …, "lmbda": …}``.
         description: free text for the record.
         fields: extra top-level record fields, e.g. ``{"anchor": True, "data_root": "…"}``.
+        key: the fields that identify the point (a module's ``POINT_KEY``); the point
+            replaces the one whose key fields all equal its own. ``()``: the method has a
+            single operating point (e.g. uncompressed), replaced each time. None: those of
+            :data:`POINT_KEYS` the point has; a point with none of them is appended.
     """
     path = record_path(results_dir, dataset, method)
     record = (
@@ -67,7 +79,7 @@ def append_point(
     )
     results: dict[str, list] = record["results"]
     n = max((len(v) for v in results.values()), default=0)
-    index = _matching_index(results, point, n)
+    index = _matching_index(results, point, n, key)
     # Deterministic column order: existing columns, then new ones in the point's order.
     for name in [*results, *(k for k in point if k not in results)]:
         column = results.setdefault(name, [None] * n)
@@ -82,23 +94,27 @@ def append_point(
     return path
 
 
-def _matching_index(results: dict[str, list], point: dict[str, Any], n: int) -> int:
-    keys = [k for k in POINT_KEYS if k in point and point[k] is not None]
-    if not keys:
-        return n
+def _matching_index(
+    results: dict[str, list], point: dict[str, Any], n: int, key: Sequence[str] | None
+) -> int:
+    if key is None:
+        key = [k for k in POINT_KEYS if point.get(k) is not None]
+        if not key:
+            return n
     for i in range(n):
-        if all(_same(results.get(k), i, point[k]) for k in keys):
+        if all(_same(results.get(k), i, point.get(k)) for k in key):
             return i
     return n
 
 
 def _same(column: list | None, i: int, value: Any) -> bool:
-    if column is None or i >= len(column) or column[i] is None:
-        return False
+    stored = column[i] if column is not None and i < len(column) else None
+    if stored is None or value is None:
+        return stored is None and value is None
     try:
-        return math.isclose(float(column[i]), float(value))
+        return math.isclose(float(stored), float(value))
     except (TypeError, ValueError):
-        return column[i] == value
+        return stored == value
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from mvmic.results import iter_records
+from mvmic.evaluation.records import iter_records
+from mvmic.io import IMAGE_SUFFIXES
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 
 
@@ -59,7 +59,9 @@ class Row:
     method: str
     point: str
     bpp: float | None
+    #: bytes sent (the whole file); ``payload``: the coded data inside it
     bytes: float | None
+    payload: float | None
     enc_ms: float | None
     transfer_ms: float | None
     dec_ms: float | None
@@ -89,7 +91,12 @@ def record_rows(
     bandwidth_bps: float,
     default_pixels: float | None = None,
 ) -> list[Row]:
-    """Rows for every point of one record; bytes from ``bytes`` or ``bpp × pixels / 8``."""
+    """Rows for every point of one record.
+
+    ``bytes`` is what would really be sent: the whole file (``file_bytes``: the ``.mvmic``
+    container, or the standard codec's file), else ``bpp_container × pixels / 8``; records of
+    older versions without either fall back to the payload. ``payload`` is shown beside it.
+    """
     res = record["results"]
     n = max((len(v) for v in res.values()), default=0)
 
@@ -100,10 +107,15 @@ def record_rows(
     rows = []
     for i in range(n):
         bpp = col("bpp", i)
-        nbytes = col("bytes", i)
         pixels = col("pixels", i) or default_pixels
-        if nbytes is None and bpp is not None and pixels:
-            nbytes = bpp * pixels / 8.0
+        payload = col("bytes", i)
+        if payload is None and bpp is not None and pixels:
+            payload = bpp * pixels / 8.0
+        nbytes = col("file_bytes", i)
+        if nbytes is None and col("bpp_container", i) is not None and pixels:
+            nbytes = col("bpp_container", i) * pixels / 8.0
+        if nbytes is None:
+            nbytes = payload
         key = next(
             (
                 f"{k}={col(k, i):g}"
@@ -119,6 +131,7 @@ def record_rows(
                 key,
                 bpp,
                 nbytes,
+                payload,
                 col("enc_ms", i),
                 None if nbytes is None else transfer_ms(nbytes, bandwidth_bps),
                 col("dec_ms", i),
@@ -139,8 +152,8 @@ def find_images(spec: str | Path, limit: int = 32) -> list[Path]:
             raise FileNotFoundError(f"images folder {folder} not found; pass --images DIR|GLOB")
         if (folder / "images").is_dir():
             folder = folder / "images"
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
-    files = [p for p in files if p.suffix.lower() in IMAGE_EXTS][:limit]
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES][:limit]
     if not files:
         raise FileNotFoundError(f"no images found at {spec}; pass --images DIR|GLOB")
     return files
@@ -239,6 +252,7 @@ def latency_table(
                     "baseline",
                     8.0 * b["bytes"] / b["pixels"],
                     b["bytes"],
+                    b["bytes"],
                     b["enc_ms"],
                     transfer_ms(b["bytes"], bw),
                     b["dec_ms"],
@@ -274,6 +288,7 @@ HEADER = [
     "point",
     "bpp",
     "bytes",
+    "payload",
     "enc_ms",
     "transfer_ms",
     "dec_ms",
@@ -298,6 +313,7 @@ def table_rows(rows: Sequence[Row], baselines: dict[str, dict[str, Row]]) -> lis
                     r.point,
                     r.bpp,
                     r.bytes,
+                    r.payload,
                     r.enc_ms,
                     r.transfer_ms,
                     r.dec_ms,
@@ -312,15 +328,15 @@ def table_rows(rows: Sequence[Row], baselines: dict[str, dict[str, Row]]) -> lis
 
 def format_markdown(values: Sequence[list], bandwidth: str) -> str:
     lines = [
-        f"Service latency per image at {bandwidth} (ms; transfer = bytes·8/bandwidth; "
-        "enc/dec/task measured)\n",
+        f"Service latency per image at {bandwidth} (ms; bytes = the whole file sent, payload "
+        "= its coded data; transfer = bytes·8/bandwidth; enc/dec/task measured)\n",
         "| " + " | ".join(HEADER[1:]) + " |",
         "|" + "---|" * (len(HEADER) - 1),
     ]
     for v in values:
-        cells = [v[1], v[2], _fmt(v[3], 3), _fmt(v[4], 0)]
-        cells += [_fmt(x) for x in v[5:10]]
-        cells += ["n/a" if x is None else f"{x:.2f}×" for x in v[10:12]]
+        cells = [v[1], v[2], _fmt(v[3], 3), _fmt(v[4], 0), _fmt(v[5], 0)]
+        cells += [_fmt(x) for x in v[6:11]]
+        cells += ["n/a" if x is None else f"{x:.2f}×" for x in v[11:13]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

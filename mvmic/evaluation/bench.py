@@ -1,0 +1,364 @@
+"""Rate–accuracy benchmark: fewer bits at the same task accuracy, measured end to end.
+
+One run trains and evaluates, on the synthetic twins by default (or a dataset folder you pass):
+
+* ``seg`` (CVC-ColonDB layout): the U-Net on uncompressed images; the MSE codec (λ_t = 0,
+  mbt2018-mean) at 4 λ; MVMICNet stage 1 and stage 2 at 4 λ; JPEG, JPEG 2000, WebP, AVIF and
+  HEVC-intra through the same U-Net. Goals: at equal mIoU stage 2 needs ≤ 0.1× the bits of
+  HEVC-intra and ≤ 0.5× those of the MSE codec; stage 2 ≥ stage 1 at every λ; at its lowest rate
+  stage 2 is within 1 mIoU point of the uncompressed U-Net.
+* ``det`` (ChestX-Det layout): the same with Faster R-CNN and mAP@[.5:.95].
+* ``gan`` (ISIC 2017 layout): Liu et al.'s D1 (no compression), D4 (binary code + rate loss)
+  and D2 (binary code, no rate loss), and JPEG 2000 through D1's segmentor (Dice).
+
+Every step is a plain ``mvmic`` command on a config written under ``OUT/<part>/configs/`` (a copy
+of ``configs/<name>.yaml`` with the benchmark's sizes and step budgets), printed before it runs and
+saved to ``OUT/commands.sh``. Re-running the same command skips finished steps (``DONE``
+markers; ``mvmic sweep`` resumes its own). At the end it prints and writes
+``OUT/summary.md`` / ``summary.json``: per method the measured points, BD-rates at equal task
+accuracy, the bit ratio at equal accuracy per point, and each goal as met, not met, or
+undetermined (a point beyond the anchor's measured range leaves its ratio open).
+
+    python tools/bench_rate_accuracy.py                       # all parts, ~45 min on 2 cores
+    python tools/bench_rate_accuracy.py --parts seg --minutes 20
+    python tools/bench_rate_accuracy.py --parts seg --data /data/CVC-ColonDB
+"""
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mvmic.evaluation.bench_report import (
+    BENCHMARKS_PAGE,
+    README_BEGIN,
+    README_END,
+    format_summary,
+    machine,
+    update_readme,
+)
+from mvmic.evaluation.bench_settings import (
+    DET,
+    PART_SETTINGS,
+    PARTS,
+    REFERENCE_MINUTES,
+    SEG,
+    GanPart,
+    Part,
+    scaled_steps,
+    with_overrides,
+    write_config,
+)
+from mvmic.evaluation.goals import (
+    all_verdicts,
+    bd_rows,
+    bit_ratios,
+    rate_at,
+    ratio_verdict,
+    summarize,
+    summarize_gan,
+)
+from mvmic.evaluation.runner import is_done, mark_done, offline_env, run_mvmic
+
+REPO = Path(__file__).resolve().parents[2]
+# The bench's parts re-exported: tests and callers use ``bench.SEG``, ``bench.summarize``, ...
+__all__ = [
+    "BENCHMARKS_PAGE",
+    "DET",
+    "PARTS",
+    "PART_SETTINGS",
+    "README_BEGIN",
+    "README_END",
+    "SEG",
+    "GanPart",
+    "Part",
+    "Runner",
+    "all_verdicts",
+    "bit_ratios",
+    "build_parser",
+    "format_summary",
+    "main",
+    "rate_at",
+    "ratio_verdict",
+    "summarize",
+    "summarize_gan",
+    "update_readme",
+    "with_overrides",
+    "write_config",
+]
+
+
+# -- running ------------------------------------------------------------------------------------
+class Runner:
+    """Runs ``mvmic`` commands, prints and logs them, and skips steps already done."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.log = out / "commands.sh"
+        out.mkdir(parents=True, exist_ok=True)
+        if not self.log.exists():
+            self.log.write_text("#!/usr/bin/env bash\n# written by tools/bench_rate_accuracy.py\n")
+
+    def mvmic(self, *args: str, done: Path | None = None) -> None:
+        """``mvmic ARGS`` in a subprocess; with ``done``: skip if that marker exists, else write
+        it after success."""
+        line = "mvmic " + shlex.join(args)
+        if is_done(done):
+            print(f"[  done] {line}", flush=True)
+            return
+        print(f"\n$ {line}", flush=True)
+        with self.log.open("a") as f:
+            f.write(line + "\n")
+        t0 = time.perf_counter()
+        run_mvmic(args, env=offline_env(), cwd=REPO, check=True)
+        with self.log.open("a") as f:
+            f.write(f"# {time.perf_counter() - t0:.0f} s\n")
+        if done is not None:
+            mark_done(done)
+
+
+# -- the learned-vs-standard pipeline (seg, det) ------------------------------------------------
+def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: float) -> Path:
+    """Task net → MSE codecs → MVMICNet stages 1+2 → anchors → curves. Returns the results dir."""
+    results = out / "results"
+    cfgs = out / "configs"
+    group = f"bench-{part.name}"
+    data = {**part.data, "root": str(root)}
+    common = {"results_dir": str(results)}
+
+    def sweep(config: Path, lmbdas: Sequence[float], root: Path, *flags: str) -> None:
+        values = ",".join(f"{v:g}" for v in lmbdas)
+        runner.mvmic(
+            "sweep", "--config", str(config), *flags, "--lmbda", values, "--root", str(root),
+            "--results_dir", str(results), "--group", group, "--no_wandb", "--ckpt", "best",
+        )  # fmt: skip
+
+    task_dir = out / "task"
+    task_cfg = write_config(
+        part.task_config,
+        cfgs / "task.yaml",
+        model={**part.task_model, **common},
+        data=data,
+        max_steps=scaled_steps(part.steps["task"], scale),
+        run_dir=task_dir,
+        group=group,
+    )
+    task_ckpt = task_dir / "checkpoints" / "best.ckpt"
+    runner.mvmic("fit", "--config", str(task_cfg), done=task_dir / "DONE")
+    runner.mvmic(
+        "test",
+        "--config",
+        str(task_cfg),
+        "--ckpt_path",
+        str(task_ckpt),
+        done=out / "task_test" / "DONE",
+    )
+
+    # Each stage hands on (and is tested with) its best checkpoint on the validation set: the
+    # validation curves of these short runs swing by several points from epoch to epoch.
+    # One MSE codec trained long (codec-only steps are cheap); every learned codec below starts
+    # from it and gets the same number of steps, so MSE and MVMICNet are compared fairly.
+    base_dir = out / "codec_base"
+    mse_model = {**part.codec_model, **common, **part.mse, "init_task": str(task_ckpt)}
+    base_cfg = write_config(
+        part.mse_config,
+        cfgs / "codec_base.yaml",
+        model={**mse_model, "lmbda_d": part.base_lmbda},
+        data=data,
+        max_steps=scaled_steps(part.steps["base"], scale),
+        run_dir=base_dir,
+        group=group,
+    )
+    runner.mvmic("fit", "--config", str(base_cfg), done=base_dir / "DONE")
+    init_codec = base_dir / "checkpoints" / "last.ckpt"
+
+    mse_cfg = write_config(
+        part.mse_config,
+        cfgs / "codec_mse.yaml",
+        model={**mse_model, "init_codec": str(init_codec)},
+        data=data,
+        max_steps=scaled_steps(part.steps["mse"], scale),
+        run_dir=None,
+        group=group,
+    )
+    sweep(mse_cfg, part.mse_lmbdas, out / "mse", "--no_stage2")
+
+    s1_cfg = write_config(
+        part.codec_config,
+        cfgs / "mvmicnet.yaml",
+        model={
+            **part.codec_model,
+            **common,
+            **part.stage1,
+            "init_codec": str(init_codec),
+            "init_task": str(task_ckpt),
+        },
+        data=data,
+        max_steps=scaled_steps(part.steps["stage1"], scale),
+        run_dir=None,
+        group=group,
+    )
+    s2_base = part.codec_config.replace(".yaml", "_stage2.yaml")
+    s2_model = {k: v for k, v in part.stage1.items() if k not in ("lr", "task_lr")}
+    write_config(
+        s2_base,
+        cfgs / "mvmicnet_stage2.yaml",  # found by `mvmic sweep` beside mvmicnet.yaml
+        model={**part.codec_model, **common, **s2_model, **part.stage2},
+        data=data,
+        max_steps=scaled_steps(part.steps["stage2"], scale),
+        run_dir=None,
+        group=group,
+    )
+    sweep(s1_cfg, part.lmbdas, out / "mvmicnet", "--test_every_stage")
+
+    anchor_args = ["--qualities", part.anchor_qualities] if part.anchor_qualities else []
+    runner.mvmic(
+        "anchors", "--config", str(task_cfg), "--ckpt_path", str(task_ckpt),
+        "--codecs", part.anchors, *anchor_args, "--results_dir", str(results), "--no_curves",
+        done=out / "anchors" / "DONE",
+    )  # fmt: skip
+    runner.mvmic(
+        "curves", str(results), "--anchor", "hevc", "--envelope", "--wandb",
+        "--wandb_group", group, "--wandb_dir", str(out),
+    )  # fmt: skip
+    return results
+
+
+def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: float) -> Path:
+    """D1, D2, D4: fit + test each; JPEG 2000/JPEG through D1's segmentor; curves."""
+    results = out / "results"
+    group = f"bench-{part.name}"
+    cfgs = {}
+    last = {d: out / d.lower() / "checkpoints" / "last.ckpt" for d in part.designs}
+    for design in part.designs:
+        run_dir = out / design.lower()
+        init = {"init_from": str(last[part.init_from[design]])} if design in part.init_from else {}
+        cfgs[design] = write_config(
+            f"isic_gan_{design.lower()}.yaml",
+            out / "configs" / f"{design.lower()}.yaml",
+            model={
+                **part.model,
+                **part.design_model.get(design, {}),
+                **init,
+                "results_dir": str(results),
+            },
+            data={**part.data, "root": str(root)},
+            max_steps=scaled_steps(part.steps, scale),
+            run_dir=run_dir,
+            group=group,
+        )
+        runner.mvmic("fit", "--config", str(cfgs[design]), done=run_dir / "DONE")
+        runner.mvmic(
+            "test", "--config", str(cfgs[design]), "--ckpt_path", str(last[design]),
+            done=out / f"{design.lower()}_test" / "DONE",
+        )  # fmt: skip
+    ref = part.designs[0]
+    runner.mvmic(
+        "anchors", "--config", str(cfgs[ref]),
+        "--ckpt_path", str(last[ref]),
+        "--codecs", part.anchors, "--results_dir", str(results), "--no_curves",
+        done=out / "anchors" / "DONE",
+    )  # fmt: skip
+    runner.mvmic(
+        "curves", str(results), "--anchor", "jpeg2000", "--envelope", "--wandb",
+        "--wandb_group", group, "--wandb_dir", str(out),
+    )  # fmt: skip
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=None, help="dataset folder (default: a synthetic twin)")
+    p.add_argument("--minutes", type=float, default=REFERENCE_MINUTES, help="time budget")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
+    p.add_argument("--out", default="runs/bench", help="output folder")
+    p.add_argument("--fresh", action="store_true", help="delete --out first")
+    p.add_argument(
+        "--figures",
+        default=None,
+        help="also copy each part's rate–metric PNGs and summary.md here (e.g. docs/bench)",
+    )
+    p.add_argument(
+        "--readme",
+        nargs="?",
+        const=str(BENCHMARKS_PAGE),
+        default=None,
+        help=f"rewrite the region between {README_BEGIN!r} and {README_END!r} of this file "
+        "(default docs/benchmarks.md) with the summary (and the --figures PNGs)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PART.FIELD[.KEY]=VALUE",
+        help="override a setting, repeatable: seg.stage1.freeze_task=true, gan.steps=500",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PART_SETTINGS]
+    if unknown:
+        print(f"bench: unknown parts {unknown}; choose from {list(PART_SETTINGS)}", file=sys.stderr)
+        return 2
+    try:
+        settings = with_overrides(PART_SETTINGS, args.set)
+    except ValueError as err:
+        print(f"bench: {err}", file=sys.stderr)
+        return 2
+    if args.data and len(parts) != 1:
+        print("bench: --data needs exactly one --parts (the dataset's family)", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    runner = Runner(out)
+    scale = args.minutes / REFERENCE_MINUTES
+    t0 = time.perf_counter()
+    report, blob = [], {"minutes": args.minutes, "parts": {}}
+    for name in parts:
+        part = settings[name]
+        tp = time.perf_counter()
+        part_out = out / name
+        root = Path(args.data).resolve() if args.data else out / "data" / name
+        if not args.data:
+            runner.mvmic(
+                "synth", part.synth, "--out", str(root), *part.synth_args,
+                done=root / "DONE",
+            )  # fmt: skip
+        if isinstance(part, GanPart):
+            results = run_gan_part(part, runner, root, part_out, scale)
+            summary = summarize_gan(part, results)
+        else:
+            results = run_codec_part(part, runner, root, part_out, scale)
+            summary = summarize(part, results)
+        summary["bd"] = bd_rows(results, [part.metric])
+        summary["wall_s"] = round(time.perf_counter() - tp, 1)
+        blob["parts"][name] = summary
+        if args.figures:
+            figures = Path(args.figures)
+            figures.mkdir(parents=True, exist_ok=True)
+            for png in sorted((results / "curves").glob(f"*_{part.metric}.png")):
+                shutil.copy(png, figures / f"{name}_{png.name}")
+        report.append(format_summary(part, summary) + f"\nwall time: {summary['wall_s']:.0f} s\n")
+    wall = time.perf_counter() - t0
+    blob["wall_s"] = round(wall, 1)
+    command = "python tools/bench_rate_accuracy.py " + shlex.join(argv or sys.argv[1:])
+    header = f"command: `{command.strip()}`  \nmachine: {machine()}\n\n"
+    text = header + "\n".join(report)
+    text += f"\ntotal wall time: {wall:.0f} s ({wall / 60:.1f} min)\n"
+    (out / "summary.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps(blob, indent=1, default=float))
+    if args.figures:
+        shutil.copy(out / "summary.md", Path(args.figures) / "summary.md")
+    if args.readme:
+        update_readme(Path(args.readme), text, Path(args.figures) if args.figures else None)
+    print("\n" + text)
+    print(f"curves: {out}/<part>/results/curves/   summary: {out}/summary.md")
+    return 0

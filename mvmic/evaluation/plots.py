@@ -1,0 +1,131 @@
+"""Rate-curve figures (bpp on x, one line per method, anchors dashed) and the curves folder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mvmic.evaluation.bd import BDCell, bd_table
+from mvmic.evaluation.methods import (
+    DEFAULT_METRICS,
+    METRIC_LABELS,
+    Method,
+    choose_anchor,
+    load_methods,
+)
+from mvmic.evaluation.tables import format_csv, format_markdown
+
+
+def plot_metric(dataset: str, metric: str, methods: Sequence[Method]):
+    """A matplotlib Figure of ``metric`` against bpp: one line per method, anchors dashed.
+
+    Methods with no point for the metric are left out, so ``len(ax.lines)`` is the number of
+    methods drawn.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4.2), dpi=120)
+    ax = fig.add_subplot()
+    markers = "osD^v<>pPX*h"
+    for i, m in enumerate(sorted(methods, key=lambda m: (m.anchor, m.name))):
+        rates, values = m.points(metric)
+        if not rates:
+            continue
+        ax.plot(
+            rates,
+            values,
+            linestyle="--" if m.anchor else "-",
+            marker=markers[i % len(markers)],
+            markersize=4,
+            linewidth=1.2 if m.anchor else 1.8,
+            label=m.name,
+        )
+    # Rates span orders of magnitude (learned codecs at ~0.05 bpp, raw images at 24).
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel (bpp, log scale)")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_title(f"{dataset}: {METRIC_LABELS.get(metric, metric)} vs rate")
+    ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class CurvesResult:
+    """What :func:`draw_curves` wrote and computed."""
+
+    pngs: list[Path]
+    cells: list[BDCell]
+    markdown: str
+    csv_path: Path | None
+    md_path: Path | None
+    methods: dict[str, list[Method]]
+    anchors: dict[str, str]
+
+
+def draw_curves(
+    results_dir: str | Path,
+    out: str | Path | None = None,
+    anchor: str | None = None,
+    metrics: Sequence[str] | None = None,
+    envelope: bool = False,
+) -> CurvesResult:
+    """Draw the PNGs and write the BD table for every dataset under ``results_dir``.
+
+    Args:
+        results_dir: the results store.
+        out: output folder (default ``<results_dir>/curves``).
+        anchor: reference method for BD values (default: the first of hevc, jpeg2000, jpeg,
+            webp, avif present, else the first anchor record).
+        metrics: metrics to draw (default: those of psnr, ms-ssim, miou, dice, map present).
+        envelope: compute BD-rate of non-monotone curves on their upper envelope.
+
+    Raises:
+        FileNotFoundError: no results folder or no records in it.
+        ValueError: ``anchor`` names no record of a dataset.
+    """
+    out = Path(out) if out else Path(results_dir) / "curves"
+    grouped = load_methods(results_dir, skip=(out,))
+    if not grouped:
+        raise FileNotFoundError(
+            f"no results records under {results_dir}; run `mvmic test` or `mvmic anchors` first"
+        )
+    if metrics:
+        known = sorted({k for ms in grouped.values() for m in ms for k in m.results} - {"bpp"})
+        unknown = [k for k in metrics if k not in known]
+        if unknown:
+            raise ValueError(
+                f"--metrics {','.join(unknown)}: not in any record under {results_dir}; "
+                f"choose from {', '.join(known) or '(none)'}"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    pngs, cells, anchors = [], [], {}
+    for dataset, methods in grouped.items():
+        present = {k for m in methods for k in m.results}
+        ms = [k for k in (metrics or DEFAULT_METRICS) if k in present]
+        ref = choose_anchor(methods, anchor)
+        if ref is None:
+            names = ", ".join(m.name for m in methods)
+            raise ValueError(f"anchor {anchor!r} not among {dataset}'s methods ({names})")
+        anchors[dataset] = ref.name
+        for metric in ms:
+            fig = plot_metric(dataset, metric, methods)
+            path = out / f"{dataset}_{_safe(metric)}.png"
+            fig.savefig(path)
+            pngs.append(path)
+        cells.extend(bd_table(dataset, methods, ref, ms, envelope))
+    markdown = format_markdown(cells, anchors, grouped)
+    md_path, csv_path = out / "bd_rate.md", out / "bd_rate.csv"
+    md_path.write_text(markdown)
+    csv_path.write_text(format_csv(cells))
+    return CurvesResult(pngs, cells, markdown, csv_path, md_path, grouped, anchors)
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)

@@ -14,7 +14,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 # Re-exported: every data module reads files through data_modules.reading (mvmic.io).
-from data_modules.reading import UnreadableFileError, image_size  # noqa: F401
+from data_modules.reading import (  # noqa: F401
+    UnreadableFileError,
+    check_channels,
+    image_size,
+    resolve_channels,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -88,6 +93,53 @@ class BadFilePolicy:
             if not kept:
                 raise ValueError(f"{what}: none of its {len(items)} samples can be read")
         return kept
+
+
+class ChannelPolicy:
+    """Mixin for 2D data modules: ``in_channels`` is ``"auto"``, 1 or 3.
+
+    ``"auto"`` reads the headers of the dataset's images (:meth:`channel_sources`) at first
+    use: 1 when every one is single-channel (CT, X-ray, MR), else 3, so a grey dataset is
+    never tripled into RGB. ``mvmic predict`` on a plain folder converts to the model's
+    channels instead (``predict_channels``).
+    """
+
+    _channels_setting: int | str = 3
+    _channels: int | None = None
+
+    def init_channels(self, setting: int | str) -> None:
+        self._channels_setting = check_channels("--data.in_channels", setting)
+        self._channels = None if setting == "auto" else int(setting)
+
+    def channel_sources(self) -> Sequence[Path]:
+        """The image files ``"auto"`` looks at (every image of the dataset)."""
+        raise NotImplementedError
+
+    def resolve_channels_from(self, paths: Sequence[Path]) -> int:
+        """Resolve ``"auto"`` from these files (a no-op once resolved, or for 1 / 3)."""
+        if self._channels is None:
+            what = getattr(self, "dataset_name", type(self).__name__)
+            self._channels = resolve_channels("auto", paths, str(what))
+            # Lightning merges the data module's and the model's hparams for the loggers and
+            # refuses a key with two values: log what "auto" resolved to, not "auto".
+            if getattr(self, "hparams", {}).get("in_channels") == "auto":
+                self.save_hyperparameters({**self.hparams, "in_channels": self._channels})
+        return self._channels
+
+    @property
+    def in_channels(self) -> int:
+        if self._channels is None:
+            return self.resolve_channels_from(self.channel_sources())
+        return self._channels
+
+    def predict_channels(self) -> int:
+        """Channels of a ``predict_root`` folder's images: the model's under ``"auto"``."""
+        trainer = getattr(self, "_trainer", None)
+        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        wanted = getattr(module, "hparams", {}).get("in_channels") if module else None
+        if self._channels_setting == "auto" and wanted in (1, 3):
+            return int(wanted)
+        return self.in_channels
 
 
 class SeededRandomSampler(RandomSampler):
@@ -274,9 +326,10 @@ class SplitDataModule(BadFilePolicy, LightningDataModule):
         size = self.hparams.get("image_size")
         if isinstance(size, int):
             size = (size, size)
+        channels = getattr(self, "predict_channels", lambda: self.in_channels)()
         return ImageFolderDataset(
             self.hparams.predict_root,
-            self.in_channels,
+            channels,
             tuple(size) if size else None,
             window=getattr(self, "window", None),
         )

@@ -20,21 +20,18 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import albumentations as A
 import lightning as L
 import numpy as np
-import torch
-from pycocotools import mask as mask_utils
 from torch.utils.data import DataLoader, Dataset
 
-from data_modules.augment import apply_seeded
-from data_modules.base import BadFilePolicy, check_on_bad_image, train_loader
+from data_modules.base import BadFilePolicy, ChannelPolicy, check_on_bad_image, train_loader
 from data_modules.base import image_size as read_image_size
-from data_modules.reading import check_window, read_image_2d
+from data_modules.crops import check_crop, pair_size
+from data_modules.detection_dataset import ChestXDetDataset, DetRecord, collate_detection
+from data_modules.reading import check_channels, check_window
 from mvmic import validation as check
 
 CHESTXDET_CLASSES = (
@@ -48,120 +45,6 @@ CHESTXDET10_CLASSES = (
 )  # fmt: skip
 
 SYNTH_HINT = "create a synthetic twin with `mvmic synth chestxdet --out {root}`"
-
-
-@dataclass
-class DetRecord:
-    """One image and its objects in original pixel coordinates."""
-
-    path: Path
-    name: str
-    width: int
-    height: int
-    boxes: np.ndarray  # N×4 float32 xyxy
-    labels: np.ndarray  # N int64, 1-based
-    # Per object: a list of polygons (each K×2 float) or a COCO RLE dict; None when absent.
-    segms: list[Any] | None = field(default=None)
-
-
-class ChestXDetDataset(Dataset):
-    """Images resized to ``image_size`` with boxes (and instance masks) transformed alike.
-
-    Pixels are read through :mod:`mvmic.io` (8/16-bit PNG/TIFF, JPEG, DICOM), scaled to [0, 1]
-    by each file's own bit depth (``bit_depth`` in the sample) or mapped through ``window``.
-    """
-
-    def __init__(
-        self,
-        records: list[DetRecord],
-        image_size: tuple[int, int],
-        in_channels: int,
-        with_masks: bool,
-        augment: bool,
-        window: tuple[float, float] | None = None,
-    ) -> None:
-        self.records = records
-        self.window = window
-        self.in_channels = in_channels
-        self.with_masks = with_masks
-        self.augment = augment  # seeded from torch's RNG, as data_modules.augment explains
-        h, w = image_size
-        ops: list[A.BasicTransform] = [A.Resize(h, w)]
-        if augment:
-            ops += [
-                A.HorizontalFlip(p=0.5),
-                A.Affine(
-                    scale=(0.95, 1.05), translate_percent=(-0.03, 0.03), rotate=(-5, 5), p=0.5
-                ),
-                A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
-            ]
-        # "idx" follows each surviving box so its instance mask can be kept with it.
-        self.transform = A.Compose(
-            ops,
-            bbox_params=A.BboxParams(
-                format="pascal_voc", label_fields=["labels", "idx"], min_visibility=0.3, clip=True
-            ),
-        )
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def _masks(self, rec: DetRecord) -> np.ndarray:
-        out = np.zeros((len(rec.labels), rec.height, rec.width), dtype=np.uint8)
-        for i, segm in enumerate(rec.segms or []):
-            if isinstance(segm, dict):  # COCO RLE
-                rle = segm
-                if isinstance(rle.get("counts"), list):
-                    rle = mask_utils.frPyObjects(rle, rec.height, rec.width)
-            else:
-                flat = [np.asarray(p, dtype=np.float64).ravel().tolist() for p in segm]
-                rle = mask_utils.merge(mask_utils.frPyObjects(flat, rec.height, rec.width))
-            out[i] = mask_utils.decode(rle)
-        return out
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rec = self.records[index]
-        image, bits = read_image_2d(rec.path, self.in_channels, self.window)
-        if image.shape[:2] != (rec.height, rec.width):
-            raise ValueError(
-                f"{rec.path}: image is {image.shape[1]}x{image.shape[0]} but its annotation "
-                f"says {rec.width}x{rec.height}"
-            )
-        kw: dict[str, Any] = {
-            "image": image,
-            "bboxes": rec.boxes.reshape(-1, 4),
-            "labels": rec.labels.tolist(),
-            "idx": list(range(len(rec.labels))),
-        }
-        if self.with_masks and len(rec.labels):
-            kw["masks"] = list(self._masks(rec))
-        out = apply_seeded(self.transform, **kw) if self.augment else self.transform(**kw)
-        # float32 H×W×C in [0, 1] through albumentations (resize, flips, brightness clip)
-        img = torch.from_numpy(np.array(out["image"], dtype=np.float32)).permute(2, 0, 1)
-        h, w = img.shape[-2:]
-        boxes = torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4))
-        labels = torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1))
-        idx = np.asarray(out["idx"], dtype=np.int64).reshape(-1)
-        # Resizing can squash a thin box below a pixel; torchvision rejects empty boxes.
-        keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
-        target: dict[str, torch.Tensor] = {"boxes": boxes[keep], "labels": labels[keep]}
-        if self.with_masks:
-            if len(idx):
-                masks = np.stack([np.asarray(m) for m in out["masks"]])[idx]
-                target["masks"] = torch.as_tensor(masks, dtype=torch.uint8)[keep]
-            else:
-                target["masks"] = torch.zeros((0, h, w), dtype=torch.uint8)
-        return {"image": img, "target": target, "name": rec.name, "bit_depth": bits}
-
-
-def collate_detection(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images (all the same size) and bit depths, keep targets and names as lists."""
-    return {
-        "image": torch.stack([s["image"] for s in samples]),
-        "target": [s["target"] for s in samples],
-        "name": [s["name"] for s in samples],
-        "bit_depth": torch.tensor([s["bit_depth"] for s in samples]),
-    }
 
 
 def _load_json(path: Path) -> Any:
@@ -188,7 +71,7 @@ def _detect_layout(data: Any, path: Path) -> str:
     )
 
 
-class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
+class ChestXDetDataModule(ChannelPolicy, BadFilePolicy, L.LightningDataModule):
     """ChestX-Det (13 classes), ChestX-Det10 (10 classes) or COCO-json detection data.
 
     Batches: ``image`` B×C×H×W floats in [0, 1], ``target`` a list of B dicts with ``boxes``
@@ -198,8 +81,15 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
     Args:
         root: dataset folder in one of the accepted layouts (see the module docstring).
         train_json, test_json: split files relative to ``root`` (found automatically if None).
-        image_size: side (or ``(h, w)``) images are resized to.
-        in_channels: 1 keeps grey films grey; 3 converts to RGB (as ``mvmic compress`` does).
+        image_size: side (or ``(h, w)``) images are resized to; validation, test and predict
+            see whole images at this size.
+        train_crop: train on random crops of this side (or ``(h, w)``) of the resized image;
+            boxes are clipped to the crop, those less than 30 % inside dropped (masks with
+            them). None: whole images. With a crop, set the detector's
+            ``task_args.train_resize: false`` so that it does not scale the crops back up.
+        in_channels: ``"auto"`` (default): 1 when every image of the split read is
+            single-channel (headers only), else 3; 1 keeps grey films grey; 3 converts to RGB
+            (as ``mvmic compress`` does).
         batch_size: images per batch.
         num_workers: DataLoader workers.
         val_fraction: share of the train split held out (seeded) for validation.
@@ -228,7 +118,8 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
         train_json: str | None = None,
         test_json: str | None = None,
         image_size: int | tuple[int, int] = 256,
-        in_channels: int = 1,
+        train_crop: int | tuple[int, int] | None = None,
+        in_channels: int | Literal["auto"] = "auto",
         batch_size: int = 4,
         num_workers: int = 0,
         val_fraction: float = 0.1,
@@ -244,7 +135,9 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
         check.file_under("--data.train_json", root, train_json)
         check.file_under("--data.test_json", root, test_json)
         check.sizes("--data.image_size", image_size, length=2)
-        check.channels("--data.in_channels", in_channels)
+        check.sizes("--data.train_crop", train_crop, length=2)
+        check_crop(pair_size(train_crop), pair_size(image_size))
+        check_channels("--data.in_channels", in_channels)
         check.loader(batch_size=batch_size, num_workers=num_workers)
         check.fraction("--data.val_fraction", val_fraction, zero=False)
         check.one_of("--data.invalid_boxes", invalid_boxes, ("fail", "drop"))
@@ -257,14 +150,13 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
         self.root = Path(root)
         if invalid_boxes not in ("fail", "drop"):
             raise ValueError(f"invalid_boxes must be 'fail' or 'drop', got {invalid_boxes!r}")
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.image_size = (
             (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         )
-        self.in_channels = in_channels
+        self.train_crop = pair_size(train_crop)
+        self.init_channels(in_channels)
         self.window = check_window(window)
         self.predict_root = predict_root
         self.batch_size = batch_size
@@ -281,6 +173,12 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
         self.val_set: ChestXDetDataset | None = None
         self.test_set: ChestXDetDataset | None = None
         self.split: dict[str, list[str]] | None = None
+
+    def channel_sources(self) -> list[Path]:
+        """The training images (``"auto"`` asked before setup: set up the training split)."""
+        self.setup("fit")
+        assert self.train_set is not None
+        return [r.path for r in self.train_set.records]
 
     # ---------------------------------------------------------------- layout discovery
     def _discover(self) -> None:
@@ -547,15 +445,16 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
             records = self._parse("train", self.train_json, self._train_data)
             if not records:
                 raise ValueError(f"{self.train_json} lists no images")
+            self.resolve_channels_from([r.path for r in records])
             skipped = frozenset(p.stem for p in self.skipped_files[before:])
             self.split = self._make_split(records, skipped)
             by_name = {r.name: r for r in records}
-            mk = lambda names, aug: ChestXDetDataset(  # noqa: E731
+            mk = lambda names, aug, crop: ChestXDetDataset(  # noqa: E731
                 [by_name[n] for n in names], self.image_size, self.in_channels,
-                self.with_masks, aug, self.window,
+                self.with_masks, aug, self.window, crop,
             )  # fmt: skip
-            self.train_set = mk(self.split["train"], self.augment)
-            self.val_set = mk(self.split["val"], False)
+            self.train_set = mk(self.split["train"], self.augment, self.train_crop)
+            self.val_set = mk(self.split["val"], False, None)
         if stage in (None, "test", "predict") and self.test_set is None:
             if self.test_json is None:
                 raise FileNotFoundError(
@@ -563,6 +462,7 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
                     "val.json or annotations/instances_{test,val}.json); set data.test_json"
                 )
             records = self._parse("test", self.test_json, _load_json(self.test_json))
+            self.resolve_channels_from([r.path for r in records])
             self.test_set = ChestXDetDataset(
                 records, self.image_size, self.in_channels, self.with_masks, False, self.window
             )
@@ -594,7 +494,7 @@ class ChestXDetDataModule(BadFilePolicy, L.LightningDataModule):
             from data_modules.predict import ImageFolderDataset, folder_loader
 
             ds = ImageFolderDataset(
-                self.predict_root, self.in_channels, self.image_size, window=self.window
+                self.predict_root, self.predict_channels(), self.image_size, window=self.window
             )
             return folder_loader(ds, self.batch_size, self.num_workers)
         return self._loader(self.test_set, shuffle=False)

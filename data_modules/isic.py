@@ -11,10 +11,13 @@ Layout (as downloaded from the ISIC challenge site)::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import albumentations as A
 
-from data_modules.base import SplitDataModule, check_on_bad_image
+from data_modules.base import ChannelPolicy, SplitDataModule, check_on_bad_image
+from data_modules.crops import check_crop, pair_size, train_ops
+from data_modules.reading import check_channels
 from data_modules.segmentation import SegmentationDataset, check_pair
 from mvmic import validation as check
 
@@ -59,12 +62,17 @@ def find_isic_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     return [(images[k], masks[k]) for k in sorted(images)]
 
 
-class ISICDataModule(SplitDataModule):
+class ISICDataModule(ChannelPolicy, SplitDataModule):
     """ISIC 2017 Part 1: dermoscopy images and binary lesion masks (2 classes).
 
     Args:
         root: folder holding the ``ISIC-2017_<Split>_Data`` / ``_Part1_GroundTruth`` folders.
         image_size: resize to this square side (ISIC images differ in size; a batch needs one).
+            Validation, test and predict see whole images at this size.
+        train_crop: train on random square crops of this side cut from the resized image
+            (see :class:`~data_modules.segmentation.SegmentationDataModule`); None: whole.
+        in_channels: ``"auto"`` (default: 1 when every image is single-channel, else 3), 3 or
+            1.
         batch_size, num_workers: loader settings.
         augment: flips, 90° rotations and colour jitter on the training split.
         eval_batch_size: batch size of validation/test (default: ``batch_size``).
@@ -81,6 +89,8 @@ class ISICDataModule(SplitDataModule):
         self,
         root: str = "data/ISIC2017",
         image_size: int = 128,
+        train_crop: int | None = None,
+        in_channels: int | Literal["auto"] = "auto",
         batch_size: int = 8,
         num_workers: int = 0,
         augment: bool = True,
@@ -89,27 +99,40 @@ class ISICDataModule(SplitDataModule):
         predict_root: str | None = None,
     ) -> None:
         check.positive_int("--data.image_size", image_size)
+        check.positive_int("--data.train_crop", train_crop)
+        check_channels("--data.in_channels", in_channels)
+        check_crop(pair_size(train_crop), pair_size(image_size))
         check.loader(
             batch_size=batch_size, num_workers=num_workers, eval_batch_size=eval_batch_size
         )
         super().__init__()
         check_on_bad_image(on_bad_image)
         self.save_hyperparameters()
-        self.in_channels = 3
+        self.init_channels(in_channels)
         self.num_classes = 2
         self.datasets: dict[str, SegmentationDataset] = {}
 
     def transforms(self, train: bool) -> A.Compose:
-        s = self.hparams.image_size
-        ops: list[A.BasicTransform] = [A.Resize(s, s)]
+        hp = self.hparams
+        ops = train_ops(pair_size(hp.image_size), pair_size(hp.get("train_crop")), train)
         if train and self.hparams.augment:
-            ops += [
-                A.HorizontalFlip(p=0.5),
-                A.VerticalFlip(p=0.5),
-                A.RandomRotate90(p=0.5),
-                A.ColorJitter(0.1, 0.1, 0.1, 0.02, p=0.5),
-            ]
+            ops += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]
+            if self.in_channels == 3:
+                ops.append(A.ColorJitter(0.1, 0.1, 0.1, 0.02, p=0.5))
+            else:
+                ops.append(A.RandomBrightnessContrast(0.1, 0.1, p=0.5))
         return A.Compose(ops)
+
+    def channel_sources(self) -> list[Path]:
+        paths: list[Path] = []
+        for split in SPLIT_DIRS:
+            try:
+                paths += [image for image, _ in find_isic_pairs(self.hparams.root, split)]
+            except FileNotFoundError:
+                if not Path(self.hparams.root).is_dir():
+                    raise
+                continue  # a split that was not downloaded
+        return paths
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.hparams.predict_root:
@@ -121,6 +144,8 @@ class ISICDataModule(SplitDataModule):
             "predict": ("test",),
         }.get(stage or "fit", ("train", "val", "test"))
         decode = self.on_bad_image == "skip"
+        crop = self.hparams.get("train_crop")
+        channels = self.in_channels  # "auto": every split's headers
         for split in splits:
             if split not in self.datasets:
                 pairs = self.read_all(
@@ -131,8 +156,8 @@ class ISICDataModule(SplitDataModule):
                 self.datasets[split] = SegmentationDataset(
                     pairs,
                     self.transforms(split == "train"),
-                    in_channels=3,
-                    random=split == "train" and self.hparams.augment,
+                    in_channels=channels,
+                    random=split == "train" and bool(self.hparams.augment or crop),
                 )
 
     def batch_size_for(self, part: str) -> int:

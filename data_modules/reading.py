@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from mvmic.io import (
     DICOM_SUFFIXES,
@@ -26,7 +27,7 @@ from mvmic.io import (
     suffix_of,
     to_codes,
 )
-from mvmic.validation import ConfigError
+from mvmic.validation import ConfigError, channels
 
 #: image files a 2D data set may hold (what :func:`mvmic.io.read_image` reads in 2D)
 IMAGE_EXTS = (*IMAGE_SUFFIXES, *DICOM_SUFFIXES)
@@ -140,6 +141,67 @@ def image_size(path: str | Path, decode: bool = False) -> tuple[int, int]:
             path, f"holds {frames} frames; a 2D data set takes one image per file"
         )
     return size
+
+
+#: Pillow modes that hold one channel (mvmic.io reads every other mode as RGB)
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def check_channels(name: str, value: Any) -> Any:
+    """Validate an ``in_channels`` value of a data module: ``"auto"``, 1 or 3."""
+    if value == "auto":
+        return value
+    return channels(name, value)
+
+
+def image_channels(path: str | Path) -> int:
+    """1 or 3: the channels :func:`mvmic.io.read_image` gives this file, from its header only.
+
+    Raises:
+        UnreadableFileError: naming ``path`` when its header cannot be read.
+    """
+    path = Path(path)
+    if suffix_of(path) in DICOM_SUFFIXES:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        try:
+            spp = int(pydicom.dcmread(path, stop_before_pixels=True).get("SamplesPerPixel", 1))
+        except (InvalidDicomError, AttributeError, OSError, ValueError) as err:
+            raise UnreadableFileError(path, f"not a readable DICOM image ({err})") from None
+        return 1 if spp == 1 else 3
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UnreadableFileError(path, str(err)) from None
+    return 1 if mode in GREY_MODES else 3
+
+
+def resolve_channels(setting: int | str, paths: Sequence[Path], what: str) -> int:
+    """``in_channels`` of a data module: ``setting`` itself, or for ``"auto"`` 1 when every
+    image in ``paths`` is single-channel (CT, X-ray, MR) and 3 otherwise (headers only).
+
+    A grey file stored as RGB (three equal channels) counts as RGB: its header says so.
+    """
+    if setting != "auto":
+        return int(setting)
+    if not paths:
+        raise ValueError(f"{what}: no images to detect in_channels from; set data.in_channels")
+    found = []
+    for path in paths:
+        try:
+            found.append(image_channels(path))
+        except UnreadableFileError:
+            continue  # named (or skipped, on_bad_image) when the split is screened
+    grey = bool(found) and all(c == 1 for c in found)
+    rank_zero_info(
+        f"{what}: in_channels auto -> {1 if grey else 3} "
+        f"({'every' if grey else 'not every'} one of {len(found)} images is single-channel)"
+    )
+    return 1 if grey else 3
 
 
 def _dicom_size(path: Path) -> tuple[int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import albumentations as A
 import numpy as np
@@ -12,8 +12,15 @@ import torch
 from torch.utils.data import Dataset
 
 from data_modules.augment import apply_seeded
-from data_modules.base import SplitDataModule, check_on_bad_image, image_size
-from data_modules.reading import IMAGE_EXTS, check_window, read_binary_mask, read_image_2d
+from data_modules.base import ChannelPolicy, SplitDataModule, check_on_bad_image, image_size
+from data_modules.crops import check_crop, pair_size, train_ops
+from data_modules.reading import (
+    IMAGE_EXTS,
+    check_channels,
+    check_window,
+    read_binary_mask,
+    read_image_2d,
+)
 from data_modules.splits import load_split, make_split, save_split
 from mvmic import validation as check
 
@@ -134,7 +141,7 @@ class SegmentationDataset(Dataset):
         return {"image": image, "mask": mask, "name": image_path.stem, "bit_depth": bits}
 
 
-class SegmentationDataModule(SplitDataModule):
+class SegmentationDataModule(ChannelPolicy, SplitDataModule):
     """CVC-ColonDB and Kvasir-SEG in their public layouts.
 
     Args:
@@ -143,8 +150,15 @@ class SegmentationDataModule(SplitDataModule):
         layout: ``auto`` (detected), ``pranet``, ``original`` or ``kvasir``.
         dataset_name: name used for results records (default from the layout: ``colondb`` or
             ``kvasir``).
-        image_size: resize to this (int or [H, W]); every batch needs one size.
-        in_channels: 3 (RGB) or 1 (grey); converted as ``mvmic compress`` converts.
+        image_size: resize to this (int or [H, W]); every batch needs one size. Validation,
+            test and predict see whole images at this size.
+        train_crop: train on random crops of this size (int or [H, W]) cut from the image
+            resized to ``image_size``; None: whole images. Codecs and task nets are fully
+            convolutional, so training costs the crop's pixels; a multiple of 64 fits the
+            hyperprior codecs' stride without padding.
+        in_channels: ``"auto"`` (default): 1 when every image of the dataset is single-channel
+            (read from the file headers), else 3; or 3 (RGB) / 1 (grey), converted as
+            ``mvmic compress`` converts.
         batch_size, num_workers: loader settings.
         val_fraction, test_fraction, seed: the seeded split (no official split exists).
         split_file: load this saved split instead of drawing one.
@@ -165,7 +179,8 @@ class SegmentationDataModule(SplitDataModule):
         layout: str = "auto",
         dataset_name: str | None = None,
         image_size: int | list[int] | None = 256,
-        in_channels: int = 3,
+        train_crop: int | list[int] | None = None,
+        in_channels: int | Literal["auto"] = "auto",
         batch_size: int = 8,
         num_workers: int = 0,
         val_fraction: float = 0.1,
@@ -180,16 +195,16 @@ class SegmentationDataModule(SplitDataModule):
         check.one_of("--data.layout", layout, LAYOUTS, "a layout")
         check.text("--data.dataset_name", dataset_name)
         check.sizes("--data.image_size", image_size, length=2)
-        check.channels("--data.in_channels", in_channels)
+        check.sizes("--data.train_crop", train_crop, length=2)
+        check_channels("--data.in_channels", in_channels)
+        check_crop(pair_size(train_crop), pair_size(image_size))
         check.loader(batch_size=batch_size, num_workers=num_workers)
         check.fractions_sum("--data", val_fraction=val_fraction, test_fraction=test_fraction)
         check.existing_file("--data.split_file", split_file)
         super().__init__()
         check_on_bad_image(on_bad_image)
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         self.save_hyperparameters()
-        self.in_channels = in_channels
+        self.init_channels(in_channels)
         self.window = check_window(window)
         self.num_classes = 2
         self._dataset_name = dataset_name
@@ -208,15 +223,14 @@ class SegmentationDataModule(SplitDataModule):
         return "kvasir" if layout == "kvasir" else "colondb"
 
     def _size(self) -> tuple[int, int] | None:
-        size = self.hparams.image_size
-        if size is None:
-            return None
-        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        return pair_size(self.hparams.image_size)
+
+    def channel_sources(self) -> list[Path]:
+        return [image for image, _ in find_pairs(self.hparams.root, self.hparams.layout)[0]]
 
     def transforms(self, train: bool) -> A.Compose:
-        ops: list[A.BasicTransform] = []
-        if (size := self._size()) is not None:
-            ops.append(A.Resize(*size))
+        crop = pair_size(self.hparams.get("train_crop"))
+        ops = train_ops(self._size(), crop, train)
         if train and self.hparams.augment:
             ops += [
                 A.HorizontalFlip(p=0.5),
@@ -240,6 +254,7 @@ class SegmentationDataModule(SplitDataModule):
             return
         hp = self.hparams
         pairs, layout = find_pairs(hp.root, hp.layout)
+        self.resolve_channels_from([image for image, _ in pairs])
         by_name = {image.stem: (image, mask) for image, mask in pairs}
         names = list(by_name)
         if hp.split_file:
@@ -251,6 +266,7 @@ class SegmentationDataModule(SplitDataModule):
                 save_split(self.split, Path(trainer.default_root_dir) / "split.json")
         # Screened after the split, so an unreadable file never moves others between splits.
         decode = self.on_bad_image == "skip"
+        crop = self.hparams.get("train_crop")
         self.datasets = {
             part: SegmentationDataset(
                 self.read_all(
@@ -260,7 +276,7 @@ class SegmentationDataModule(SplitDataModule):
                 ),
                 self.transforms(train=part == "train"),
                 self.in_channels,
-                random=part == "train" and self.hparams.augment,
+                random=part == "train" and bool(self.hparams.augment or crop),
                 window=self.window,
             )
             for part in ("train", "val", "test")

@@ -1,24 +1,44 @@
-"""Callbacks: image panels and the results writer (modules attach them themselves)."""
+"""Callbacks: the data/model channel check, image panels and the results writer (modules attach
+them themselves)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
-from torchvision.utils import make_grid, save_image
 
+from mvmic.evaluation.provenance import datamodule_spec
 from mvmic.evaluation.records import append_point
 
 
-def _rgb(x: torch.Tensor) -> torch.Tensor:
-    x = x.detach().float().cpu()
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
+class DataChannels(Callback):
+    """Stop a run whose data and model disagree on image channels, with one line naming both.
+
+    A data module's ``in_channels: auto`` reads grey datasets (CT, X-ray, MR) as 1 channel;
+    a config written for RGB data then needs ``--model.in_channels 1``. ``predict`` converts
+    to the model's channels instead, so it is not checked.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        dm = trainer.datamodule
+        data = getattr(dm, "in_channels", None) if dm is not None else None
+        model = pl_module.hparams.get("in_channels")
+        if stage == "predict" or data is None or model is None or data == model:
+            return
+        from mvmic.validation import ConfigError
+
+        root = dm.hparams.get("root", "the data")
+        kind = "grey (1 channel)" if data == 1 else f"{data}-channel"
+        raise ConfigError(
+            "--model.in_channels",
+            f"is {model} but the images of {root} are {kind}: set --model.in_channels {data} "
+            f"(or --data.in_channels {model} to convert them)",
+        )
 
 
 class ImagePanels(Callback):
-    """original | reconstruction | prediction | ground truth, one row per image.
+    """original | reconstruction | bits | prediction | ground truth, one row per image.
 
     Saved as PNG under ``<log_dir>/images/`` (works with any logger or none) and sent to
     Weights & Biases when a ``WandbLogger`` is attached.
@@ -37,20 +57,16 @@ class ImagePanels(Callback):
             return
         n = min(self.max_images, len(panel["image"]))
         batch = {k: (v[:n] if hasattr(v, "__getitem__") else v) for k, v in panel["batch"].items()}
-        pred_rgb, target_rgb = module.task.render(panel["prediction"][:n], batch)
-        columns = [_rgb(panel["image"][:n])]
-        for key in ("reconstruction", "features"):
-            if key in panel:
-                columns.append(_rgb(panel[key][:n]))
-        columns += [pred_rgb.float().cpu(), target_rgb.float().cpu()]
-        rows = torch.stack(columns, 1).flatten(0, 1)
-        grid = make_grid(rows, nrow=len(columns), padding=2, pad_value=1.0)
+        from mvmic.evaluation.panels import module_panel
+
+        grid = module_panel(module.task, panel, batch, n)
         out_dir = Path(log_dir) / "images"
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_image(grid, out_dir / f"{tag}_epoch{trainer.current_epoch:03d}.png")
+        path = out_dir / f"{tag}_epoch{trainer.current_epoch:03d}.png"
+        grid.savefig(path)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"{tag}_panel", images=[grid], step=trainer.global_step)
+                logger.log_image(key=f"{tag}_panel", images=[str(path)], step=trainer.global_step)
 
     def on_validation_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
         self._draw(trainer, module, "val")
@@ -76,6 +92,12 @@ class ResultsWriter(Callback):
         dm = trainer.datamodule
         root = dm.hparams.get("root") if dm is not None else None
         results_dir = module.hparams.results_dir
+        fields: dict = {"data_root": str(Path(root).resolve())} if root else {}
+        # What `mvmic compare` needs to decode this point again (mvmic.evaluation.provenance).
+        if trainer.ckpt_path:
+            point = {**point, "ckpt_path": str(Path(trainer.ckpt_path).resolve())}
+        if (spec := datamodule_spec(dm)) is not None:
+            fields["data"] = spec
         path = append_point(
             results_dir,
             module.dataset_name,
@@ -84,16 +106,19 @@ class ResultsWriter(Callback):
             description=module.description,
             key=getattr(module, "POINT_KEY", None),
             # Absolute, so `mvmic latency` finds the images from any working directory.
-            fields={"data_root": str(Path(root).resolve())} if root else None,
+            fields=fields or None,
         )
         module.results_path = path
         print(f"results: {path}")
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         for logger in wandb_loggers:
-            logger.experiment.summary.update({f"record/{k}": v for k, v in point.items()})
+            logger.experiment.summary.update(
+                {f"record/{k}": v for k, v in point.items() if k not in ("per_image", "per_volume")}
+            )
         if self.draw_curves:
             from mvmic.evaluation.curves import draw_curves, log_curves_to_wandb
 
-            curves = draw_curves(results_dir)
+            # a quick redraw after each test; `mvmic curves` adds the bootstrap intervals
+            curves = draw_curves(results_dir, draws=0)
             for logger in wandb_loggers:
                 log_curves_to_wandb(curves, run=logger.experiment)

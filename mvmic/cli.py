@@ -17,8 +17,8 @@ from pathlib import Path
 #: extra subcommands: name -> "module:function(argv) -> exit code"
 SUBCOMMANDS = {
     "synth": ("data_modules.synthetic:main", "write a synthetic twin of a dataset"),
-    "compress": ("mvmic.coding:compress_main", "image/DICOM/NIfTI file(s) -> .mvmic bitstream"),
-    "decompress": ("mvmic.coding:decompress_main", ".mvmic -> reconstruction or task output"),
+    "compress": ("mvmic.coding_cli:compress_main", "image/DICOM/NIfTI file(s) -> .mvmic bitstream"),
+    "decompress": ("mvmic.coding_cli:decompress_main", ".mvmic -> reconstruction or task output"),
     "curves": (
         "mvmic.evaluation.curves:main",
         "rate curves (PNG) and BD-rate tables from results",
@@ -35,8 +35,13 @@ SUBCOMMANDS = {
         "mvmic.evaluation.latency:main",
         "encode + transfer + decode + task time per method",
     ),
+    "compare": (
+        "mvmic.evaluation.compare:main",
+        "the same test images through every method: panels, bit maps",
+    ),
+    "report": ("mvmic.evaluation.report:main", "one self-contained HTML page of a results folder"),
     "serve": ("mvmic.serve.server:serve_main", "HTTP service: .mvmic in, task output out"),
-    "send": ("mvmic.serve.client:send_main", "compress here, get the task output from a server"),
+    "send": ("mvmic.serve.send:send_main", "compress here, get the task output from a server"),
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

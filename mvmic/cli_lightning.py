@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,10 @@ from mvmic.validation import ConfigError, existing_file
 class MvmicLightningCLI(LightningCLI):
     """Plain LightningCLI in subclass mode: configs name ``class_path``/``init_args``."""
 
-    def __init__(self, args: list[str] | None = None, **kwargs) -> None:
+    def __init__(self, args: list[str] | None = None, parse_only: bool = False, **kwargs) -> None:
         self._asked = args[0] if isinstance(args, list) and args else None
+        # parse_only (with run=False): the config as a run would see it, nothing built or seeded
+        self._parse_only = parse_only
         # --ckpt_path last resumes from <ModelCheckpoint dirpath>/last.ckpt (Lightning).
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         # Parse errors raise (mvmic.cli prints them as one line) instead of printing usage.
@@ -94,8 +96,36 @@ class MvmicLightningCLI(LightningCLI):
             self.config = parser.parse_object(args)
         else:
             self.config = parser.parse_args(args)
+        subcommand = self.config.get("subcommand")
+        section = self.config[subcommand] if subcommand else self.config
+        if isinstance(section.get("trainer"), Namespace):
+            place_in_run_folder(section["trainer"])
+
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        """Every parser (one per subcommand, or the one of ``run=False``) starts from
+        :data:`DEFAULTS`, the shared trainer, logger and checkpoint settings."""
+        if add_subcommands:
+            for name in self.subcommands():
+                subparser_kwargs[name] = {"default_config_files": [str(DEFAULTS)],
+                                          **subparser_kwargs.get(name, {})}  # fmt: skip
+        else:
+            main_kwargs = {"default_config_files": [str(DEFAULTS)], **main_kwargs}
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        if not self._parse_only:
+            return super().add_core_arguments_to_parser(parser)
+        # Lightning's own sections, none required: a tool may read part of a config (mvmic
+        # anchors reads a config that has only its data: section).
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        for key, klass in (("model", self._model_class), ("data", self._datamodule_class)):
+            parser.add_lightning_class_args(klass, key, subclass_mode=True, required=False)
 
     def _set_seed(self) -> None:
+        if self._parse_only:
+            return
         # Quiet here, so an error found while the classes are built is the only line on
         # stderr; the seed is reported once they are (instantiate_classes).
         seed_log = logging.getLogger("lightning.fabric.utilities.seed")
@@ -113,6 +143,8 @@ class MvmicLightningCLI(LightningCLI):
         error a library raised (``ValueError``, ``TypeError``, …) becomes one naming the class
         being built. Anything else (a bug) keeps its traceback.
         """
+        if self._parse_only:
+            return
         try:
             super().instantiate_classes()
         except Exception as err:
@@ -139,6 +171,84 @@ class MvmicLightningCLI(LightningCLI):
             for name in getattr(self.model, "FIT_FILES", ()):
                 existing_file(f"--model.{name}", self.model.hparams.get(name))
         return super().instantiate_trainer(**kwargs)
+
+
+#: the settings every config builds on (see docs/configs.md)
+DEFAULTS = Path(__file__).resolve().parents[1] / "configs" / "base" / "defaults.yaml"
+
+
+def place_in_run_folder(trainer: Namespace) -> None:
+    """Put the loggers and checkpoints that name no folder in the run folder.
+
+    The run folder is ``trainer.default_root_dir`` (the working directory when unset): a
+    logger's ``save_dir`` of ``"."`` (the defaults', and W&B's own default) becomes it; a W&B
+    run without a name is named after it and grouped by that name's part before the first
+    ``_`` (the dataset, in ``configs/``); a ``ModelCheckpoint`` without ``dirpath`` writes to
+    ``<run folder>/checkpoints``. So a config names its run once, and
+    ``--trainer.default_root_dir`` moves all of it. ``enable_checkpointing: false`` drops the
+    ``ModelCheckpoint`` callbacks (Lightning refuses the two together).
+    """
+    root = trainer.get("default_root_dir") or "."
+    loggers = trainer.get("logger")
+    loggers = [loggers] if isinstance(loggers, Namespace) else loggers
+    for lg in loggers if isinstance(loggers, list) else []:
+        args = lg.get("init_args") if isinstance(lg, Namespace) else None
+        if not isinstance(args, Namespace):
+            continue
+        if "save_dir" in args and str(args.get("save_dir")) in ("None", "."):
+            args["save_dir"] = str(root)
+        if str(lg.get("class_path", "")).endswith("WandbLogger") and args.get("name") is None:
+            args["name"] = Path(root).resolve().name
+            if "group" in args and args.get("group") is None:
+                args["group"] = args["name"].split("_")[0]
+    callbacks = trainer.get("callbacks") or []
+    checkpoints = [
+        cb for cb in callbacks
+        if isinstance(cb, Namespace) and str(cb.get("class_path", "")).endswith("ModelCheckpoint")
+    ]  # fmt: skip
+    if trainer.get("enable_checkpointing") is False:  # no checkpoints: not the defaults' either
+        trainer["callbacks"] = [cb for cb in callbacks if cb not in checkpoints] or None
+        return
+    for cb in checkpoints:
+        args = cb.get("init_args")
+        if isinstance(args, Namespace) and args.get("dirpath") is None:
+            args["dirpath"] = str(Path(root) / "checkpoints")
+
+
+def load_config(config: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A config as ``mvmic fit --config CONFIG OVERRIDES`` sees it, as plain YAML values.
+
+    The one way mvmic's tools read a config: through LightningCLI (``run=False``), so the
+    shared defaults, sub-config files (``callbacks: base/best_val_dice.yaml``) and the run
+    folder placement apply exactly as in a run. Nothing is built, seeded or written.
+
+    Args:
+        config: a YAML path, or a name in ``configs/``.
+        overrides: further ``--section.key value`` arguments.
+    """
+    import yaml
+
+    from mvmic.cli import resolve_config
+
+    path = Path(resolve_config(str(config)))
+    if not path.is_file():
+        raise FileNotFoundError(f"config {config} not found (looked at {path} and in configs/)")
+    cli = MvmicLightningCLI(args=["--config", str(path), *overrides], run=False, parse_only=True)
+    cfg = cli.parser.dump(cli.config, format="yaml", skip_none=False, skip_validation=True)
+    out = yaml.safe_load(cfg)
+    out.pop("config", None)
+    return out
+
+
+def instantiate_data(section: dict[str, Any]) -> LightningDataModule:
+    """The data module of a config's ``data:`` section, built by jsonargparse as ``mvmic fit``
+    builds it (no trainer: nothing is written)."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False, default_env=False)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    cfg = parser.parse_object({"data": section})
+    return parser.instantiate_classes(cfg).data
 
 
 #: --ckpt_path values Lightning resolves itself

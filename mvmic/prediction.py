@@ -16,25 +16,17 @@ bpp`` (``bytes``: the ``.mvmic`` container, or the raw image for a model without
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from mvmic.io import atomic_outputs, frames_to_nifti
+from mvmic.io.task_outputs import write_task_output
 
 CSV_NAME = "predictions.csv"
 CSV_FIELDS = ("file", "source", "depth", "height", "width", "bytes", "bpp")
-
-
-def _mask_array(mask: torch.Tensor) -> np.ndarray:
-    a = mask.cpu().numpy()
-    return a.astype(np.uint8 if a.max(initial=0) < 256 else np.uint16)
 
 
 def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
@@ -60,21 +52,8 @@ def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
     source = result.get("source")
     if source and Path(source).resolve() == path.resolve():
         raise ValueError(f"the prediction for {source} would replace it; use another --predict_dir")
-    with atomic_outputs([path]) as (tmp,):
-        if suffix == ".json":
-            keys = ("boxes", "labels", "scores")
-            tmp.write_text(json.dumps({k: pred[k].tolist() for k in keys if k in pred}))
-        elif suffix == ".png":
-            from PIL import Image
-
-            Image.fromarray(_mask_array(pred)).save(tmp)
-        else:
-            import nibabel as nib
-
-            # D×H×W is (z, y, x), as HVSMR volumes are read; NIfTI stores (x, y, z).
-            affine = result.get("affine")
-            affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
-            nib.save(nib.Nifti1Image(frames_to_nifti(_mask_array(pred)), affine), tmp)
+    # D×H×W volumes are (z, y, x), as HVSMR volumes are read; NIfTI gets them back as (x, y, z).
+    write_task_output(path, pred, affine=result.get("affine"))
     return path
 
 

@@ -66,3 +66,142 @@ def test_anchor_point_runs_the_task_net_on_decoded_images():
     }
     with pytest.raises(ValueError, match="not in --codecs"):
         _parse_qualities("webp=5", ["jpeg"])
+
+
+# --- fair anchors: the task net fine-tuned on each codec's decoded images --------------------
+
+
+@pytest.mark.slow  # fits a tiny task net, then 2 anchors x 2 qualities and 3 fine-tune steps
+def test_finetune_trains_a_copy_on_decoded_images_and_records_codec_ft(colondb_root, tmp_path):
+    import json
+
+    import torch
+    import yaml
+    from lightning import Trainer
+
+    from data_modules import SegmentationDataModule
+    from mvmic.evaluation.anchors import main as anchors_main
+    from mvmic.modules import TaskModule
+
+    data = {"root": str(colondb_root), "image_size": 64, "batch_size": 4, "augment": False}
+    torch.manual_seed(0)
+    small = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
+    module = TaskModule(arch="Unet", encoder="resnet18", task_args=small, results_dir="unused")
+    trainer = Trainer(
+        max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(module, SegmentationDataModule(**data))
+    ckpt = tmp_path / "task.ckpt"
+    trainer.save_checkpoint(ckpt)
+    config = tmp_path / "data.yaml"
+    spec = {"class_path": "data_modules.SegmentationDataModule", "init_args": data}
+    config.write_text(yaml.safe_dump({"data": spec}))
+    out = tmp_path / "results"
+    argv = ["--config", str(config), "--ckpt_path", str(ckpt), "--codecs", "jpeg"]
+    argv += ["--qualities", "5,60", "--results_dir", str(out), "--no_curves", "--finetune", "3"]
+    assert anchors_main(argv) == 0
+    plain = json.loads((out / "colondb" / "jpeg.json").read_text())
+    tuned = json.loads((out / "colondb" / "jpeg+ft.json").read_text())
+    assert tuned["name"] == "jpeg+ft" and tuned["anchor"] is True
+    assert tuned["finetune"]["steps"] == 3 and tuned["finetune"]["qualities"] == [5.0, 60.0]
+    assert tuned["results"]["bpp"] == plain["results"]["bpp"]  # same codec, same images
+    # a real fine-tune: the predictions (per-image confusion counts) moved
+    assert tuned["results"]["per_image"] != plain["results"]["per_image"]
+    assert plain["task_ckpt"] and tuned["task_ckpt"] is None
+
+
+def test_finetune_on_codec_leaves_the_original_net_alone():
+    import torch
+
+    from mvmic.evaluation.anchor_finetune import finetune_on_codec
+    from mvmic.tasks.segmentation import SegmentationNet
+
+    torch.manual_seed(0)
+    net = SegmentationNet(encoder="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    batch = {"image": torch.rand(2, 3, 32, 32), "mask": torch.randint(0, 2, (2, 32, 32))}
+    seen = []
+
+    def roundtrip(img, q):
+        seen.append(q)
+        return (img * 8).round() / 8  # a coarse "codec"
+
+    tuned, losses = finetune_on_codec(net, roundtrip, [1, 2], lambda: [batch], steps=4, lr=1e-2)
+    assert len(losses) == 4 and set(seen) <= {1, 2} and len(seen) == 8
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(before[k], v)]
+    assert changed and not tuned.training
+    with pytest.raises(ValueError, match="empty"):
+        finetune_on_codec(net, roundtrip, [1], lambda: [], steps=1)
+
+
+# --- volume anchors (3D data modules) -------------------------------------------------------
+
+
+def _volume(shape=(9, 21, 19)) -> np.ndarray:
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    rng = np.random.default_rng(0)
+    vol = 120 + 60 * np.sin(x / 4) * np.cos(y / 5) + 3 * z + rng.normal(0, 4, shape)
+    return np.clip(vol, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", ["h264", "hevc", "jpeg2000"])
+def test_volume_codec_round_trip_keeps_the_shape_and_rate_grows(name):
+    from mvmic.codecs.volume import VOLUME_CODECS
+
+    codec, vol = VOLUME_CODECS[name], _volume()
+    sizes, errors = [], []
+    for q in (codec.qualities[0], codec.qualities[-1]):
+        data = codec.encode(vol, q)
+        out = codec.decode(data)
+        assert out.shape == vol.shape and out.dtype == np.uint8
+        if name != "h264":  # x264 varies by a few bytes between runs (mvmic.codecs.volume)
+            assert data == codec.encode(vol, q)
+        sizes.append(len(data))
+        errors.append(float(np.mean((out.astype(float) - vol) ** 2)))
+    assert sizes[1] > sizes[0] and errors[1] < errors[0], (sizes, errors)
+    with pytest.raises(ValueError, match="uint8"):
+        codec.encode(vol.astype(np.uint16), 10)
+
+
+def test_volume_anchor_point_is_exact_in_size_and_bpp(hvsmr_root, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    from data_modules.hvsmr import HVSMRDataModule
+    from mvmic.codecs.volume import VOLUME_CODECS
+    from mvmic.evaluation.volume_anchors import _to_uint8, evaluate_volume_codec, is_volumetric
+    from mvmic.tasks.gan import GanSegmentor, build_segmentor
+
+    torch.manual_seed(0)
+    seg = {"channels": (8, 16), "strides": (2,), "num_res_units": 0}
+    window = {"roi_size": (16, 16, 16), "sw_batch_size": 2, "overlap": 0.25}
+    names = ["background", "myocardium", "blood_pool"]
+    task = GanSegmentor(build_segmentor(3, "UNet", 1, 3, seg_args=seg), 3, names, window).eval()
+    dm = HVSMRDataModule(root=str(hvsmr_root), crop_size=(16, 16, 16), test_fraction=0.5)
+    dm.setup("test")
+    loader = list(dm.test_dataloader())
+    assert is_volumetric(loader) and len(loader) == 2
+    codec, coded = VOLUME_CODECS["h264"], []
+
+    def encode(volume, quality):  # the codec's own encoder; keeps what it sent
+        coded.append((volume.shape, codec._encode(volume, quality)))
+        return coded[-1][1]
+
+    monkeypatch.setitem(VOLUME_CODECS, "h264", dataclasses.replace(codec, _encode=encode))
+    point = evaluate_volume_codec("h264", 8, task, loader)
+    pv = point["per_volume"]
+    expected = []
+    for batch, bpp, (shape, stream) in zip(loader, pv["bpp"], coded, strict=True):
+        arr = _to_uint8(batch["image"][0])
+        data = codec.encode(arr, 8)[:6] + stream  # the 6-byte shape header + the stream sent
+        assert shape == arr.shape and codec.decode(data).shape == batch["mask"][0].shape
+        assert bpp == 8 * len(data) / arr.size
+        expected.append(8 * len(data) / arr.size)
+    assert point["bpp"] == pytest.approx(sum(expected) / 2) and point["pixels"] == arr.size
+    assert pv["names"] == [b["name"][0] for b in loader]
+    for key in ("dice_myocardium", "iou_blood_pool"):
+        assert point[key] == pytest.approx(sum(pv[key]) / 2)
+    assert 0 < point["bpp"] < 8 and point["psnr"] > 15

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from pydicom.data import get_testdata_file
 from torch import nn
 
 import mvmic
-from mvmic import coding
+from mvmic import coding, coding_cli
 from mvmic.codecs import BitstreamError, HyperpriorCodec
 from mvmic.io import read_image, to_codes
 
@@ -59,7 +60,7 @@ def module():
 @pytest.fixture
 def use_module(monkeypatch, module):
     """`--ckpt anything` loads the tiny module (the checkpoint file must exist)."""
-    monkeypatch.setattr(coding, "load_model", lambda ckpt: module)
+    monkeypatch.setattr(coding_cli, "load_model", lambda ckpt: module)
     return module
 
 
@@ -136,7 +137,9 @@ def test_folder_in_folder_out(use_module, ckpt, tmp_path, capsys):
         p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.mvmic")
     )
     assert made == ["a.mvmic", "c.mvmic", "sub/b.mvmic"]
-    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    printed = capsys.readouterr()
+    assert len(printed.out.strip().splitlines()) == 3
+    assert re.search(r"encoded [\d.e-]+ MP in [\d.e-]+ s: [\d.e+-]+ MP/s", printed.err)
     assert (
         coding.decompress_main(["--ckpt", ckpt, str(tmp_path / "out"), str(tmp_path / "rec")]) == 0
     )
@@ -158,7 +161,7 @@ def test_decompress_task_writes_a_mask(use_module, ckpt, tmp_path):
 
 def test_decompress_task_detection_writes_json(monkeypatch, ckpt, tmp_path):
     module = Module(task=TinyDet())
-    monkeypatch.setattr(coding, "load_model", lambda ckpt: module)
+    monkeypatch.setattr(coding_cli, "load_model", lambda ckpt: module)
     (tmp_path / "x.mvmic").write_bytes(mvmic.compress(torch.rand(1, 8, 8), module))
     args = ["--ckpt", ckpt, str(tmp_path / "x.mvmic"), str(tmp_path / "det.json"), "--task"]
     assert coding.decompress_main(args) == 0
@@ -228,7 +231,7 @@ def test_exit_1_on_unexpected_failure(use_module, ckpt, tmp_path, monkeypatch, c
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(coding, "encode", boom)
+    monkeypatch.setattr(coding_cli, "encode", boom)
     args = ["--ckpt", ckpt, str(png(tmp_path / "a.png")), str(tmp_path / "a.mvmic")]
     assert coding.compress_main(args) == 1
     assert "unexpected error: RuntimeError: boom" in capsys.readouterr().err
@@ -294,7 +297,7 @@ def rgb_module():
 
 @pytest.fixture
 def use_rgb(monkeypatch, rgb_module):
-    monkeypatch.setattr(coding, "load_model", lambda ckpt: rgb_module)
+    monkeypatch.setattr(coding_cli, "load_model", lambda ckpt: rgb_module)
     return rgb_module
 
 

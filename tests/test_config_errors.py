@@ -80,6 +80,7 @@ BAD = {
     "mvmicnet": {
         **{k: v for k, v in MODEL_CASES.items() if k != "weight_decay"},
         "codec": "nosuch",
+        "codec_analysis": "heavy",
         "N": "0",
         "M": "-8",
         "stage": "3",
@@ -128,6 +129,7 @@ BAD = {
         "layout": "flat",
         "dataset_name": "",
         "image_size": "0",
+        "train_crop": "[32, 0]",
         "in_channels": "2",
         "batch_size": "0",
         "num_workers": "-1",
@@ -143,6 +145,8 @@ BAD = {
     "isic": {
         "root": "/nonexistent/isic",
         "image_size": "-1",
+        "train_crop": "0",
+        "in_channels": "grey",
         "batch_size": "0",
         "num_workers": "-2",
         "augment": "maybe",
@@ -155,6 +159,7 @@ BAD = {
         "train_json": "nosuch.json",
         "test_json": "nosuch.json",
         "image_size": "[64, 0]",
+        "train_crop": "[64, 512]",
         "in_channels": "2",
         "batch_size": "-1",
         "num_workers": "-1",

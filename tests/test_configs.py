@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from mvmic.cli import CONFIG_DIR, main
+from mvmic.cli_lightning import load_config
 
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
 
@@ -90,7 +91,7 @@ def test_config_runs_a_step(name, request, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_writes_last_checkpoint_every_epoch(name):
-    config = yaml.safe_load((CONFIG_DIR / name).read_text())
+    config = load_config(name)  # composed: the callbacks come from configs/base/
     last = [
         cb["init_args"]
         for cb in config["trainer"]["callbacks"]

@@ -87,6 +87,11 @@ def test_two_process_test_matches_one_process(colondb_root, checkpoint, tmp_path
     assert len(two["bpp"]) == 1, "rank 0 alone writes the record"
     for key in ("bpp", "bpp_est", "psnr", "ms-ssim", "miou", "dice"):
         assert two[key][0] == pytest.approx(one[key][0], rel=1e-5, abs=1e-6), key
+    # every rank's images in the per-image statistics, as in the synced metrics
+    from mvmic.evaluation.image_stats import recompute
+
+    assert len(two["per_image"][0]["confmat"]) == len(one["per_image"][0]["confmat"]) == 4
+    assert recompute(two["per_image"][0], "miou") == pytest.approx(two["miou"][0], abs=1e-6)
 
 
 # -- GAN segmentation (manual optimization) and detection ------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_gan import tiny_module
 
 import mvmic
 from mvmic import coding
@@ -23,27 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_gan(dims: int) -> GanSegmentation:
     torch.manual_seed(0)
-    if dims == 2:
-        return GanSegmentation(
-            design="D4",
-            in_channels=3,
-            code_channels=8,
-            codec_width=8,
-            seg_args={"encoder_depth": 3, "decoder_channels": (32, 16, 8)},
-            critic_channels=[8, 16],
-        )
-    return GanSegmentation(
-        design="D4",
-        dims=3,
-        in_channels=1,
-        num_classes=3,
-        arch="UNet",
-        code_channels=4,
-        codec_width=8,
-        roi_size=[16, 16, 16],
-        critic_channels=[4, 8],
-        seg_args={"channels": (8, 16), "strides": (2,), "num_res_units": 0},
-    )
+    return tiny_module("D4", dims)  # the tiny 2D/3D D4 of the GAN training tests
 
 
 def save_checkpoint(model: GanSegmentation, path: Path) -> Path:

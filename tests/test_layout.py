@@ -29,7 +29,7 @@ def test_image_suffixes_are_defined_once_in_io():
         for p in sorted((REPO / pkg).rglob("*.py"))
         if (names := _suffix_tuples(p))
     }
-    assert found == {"mvmic/io.py": ["IMAGE_SUFFIXES"]}
+    assert found == {"mvmic/io/formats.py": ["IMAGE_SUFFIXES"]}
     from data_modules.reading import IMAGE_EXTS
     from mvmic.io import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
@@ -56,3 +56,26 @@ def test_evaluation_modules_stay_small():
         p.name: len(p.read_text().splitlines()) for p in (REPO / "mvmic/evaluation").glob("*.py")
     }
     assert sizes and max(sizes.values()) <= 400, sizes
+
+
+def test_no_mvmic_module_over_400_lines():
+    sizes = {
+        str(p.relative_to(REPO)): len(p.read_text().splitlines())
+        for p in (REPO / "mvmic").rglob("*.py")
+    }
+    assert {k: v for k, v in sizes.items() if v > 400} == {}
+
+
+def test_task_outputs_have_one_writer():
+    # decompress --task, predict, the serve answers and send all encode through io/task_outputs
+    for path in ("mvmic/coding_cli.py", "mvmic/prediction.py", "mvmic/serve/app.py",
+                 "mvmic/serve/send.py", "mvmic/serve/inference.py"):  # fmt: skip
+        text = (REPO / path).read_text()
+        assert "task_outputs" in text, path
+        assert "Image.fromarray" not in text and "Nifti1Image(" not in text, path
+    # nothing imports another module's private helpers (what they share is public)
+    for p in sorted((REPO / "mvmic").rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mvmic"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{p.relative_to(REPO)} imports {private} from {node.module}"

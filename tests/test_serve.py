@@ -10,10 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +32,7 @@ from mvmic.io import frames_to_nifti, read_image, to_codes
 from mvmic.modules import MVMICNet, TaskModule, load_module
 from mvmic.serve import inference as inf
 from mvmic.serve.client import Answer, Client, PacedUpload, parse_server_timing
+from mvmic.serve.process import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789"
@@ -52,12 +50,6 @@ MV = dict(
 
 
 # -- helpers ------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def save_checkpoint(model: torch.nn.Module, path: Path) -> Path:
     """What Lightning writes, minus the trainer state: weights, hparams, mvmic's class."""
     ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
@@ -71,46 +63,14 @@ def tiny_mvmic(seed: int = 0, **overrides) -> MVMICNet:
     return MVMICNet(**{**MV, **overrides})
 
 
-class Server:
+class Server(ServerProcess):
     """A `python -m mvmic.cli serve` subprocess; ``stop()`` ends it (and its workers) by PID."""
 
     def __init__(self, ckpt: Path, folder: Path, *flags: str, ready_s: float = 300) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = folder / f"server-{self.port}.log"
-        cmd = [sys.executable, "-m", "mvmic.cli", "serve", "--ckpt", str(ckpt),
-               "--port", str(self.port), "--log-level", "warning", *flags]  # fmt: skip
         env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
                "PATH": os.environ.get("PATH", "")}  # fmt: skip
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: workers go with it
-            )  # fmt: skip
-        deadline = time.monotonic() + ready_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise AssertionError(f"server not ready in {ready_s} s: {self.tail()}")
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        log = folder / f"server-{time.monotonic_ns()}.log"
+        super().__init__(ckpt, *flags, log=log, env=env, ready_s=ready_s)
 
 
 class LocalServer:

@@ -31,9 +31,6 @@ import io
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,38 +44,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from mvmic.serve.process import ServerProcess  # noqa: E402 - after the path set-up
 
 
-class Server:
-    """``python -m mvmic.cli serve`` in its own process group, stopped by its PID."""
+class Server(ServerProcess):
+    """``mvmic serve --workers N``, ready when every worker answers (a few 200s in a row each)."""
 
     def __init__(self, ckpt: Path, workers: int, log: Path, ready_s: float = 600) -> None:
-        import httpx
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "mvmic.cli", "serve", "--ckpt", str(ckpt), "--port",
-               str(self.port), "--workers", str(workers), "--log-level", "warning"]  # fmt: skip
-        with open(log, "ab") as f:
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + ready_s
-        ok = 0
-        while ok < 3 * workers:  # every worker up: consecutive 200s, a few per worker
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start; see {log}")
-            try:
-                ok = ok + 1 if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200 else 0
-            except httpx.TransportError:
-                ok = 0
-            time.sleep(0.2)
+        super().__init__(ckpt, "--workers", str(workers), log=log, ready_s=ready_s,
+                         healthy=3 * workers)  # fmt: skip
 
     def rss_mb(self) -> float:
         """Resident memory of the server and all its processes (psutil, else Linux /proc)."""
@@ -89,18 +63,6 @@ class Server:
         procs = [psutil.Process(self.proc.pid)]
         procs += procs[0].children(recursive=True)
         return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
 
 
 def _proc_rss(pid: int) -> int:

@@ -9,6 +9,7 @@ Runs, each as its own `mvmic` command (printed before it runs, so you can repeat
   6. mvmic test                     each of them, with bpp from real bitstreams
   7. mvmic anchors                  JPEG, JPEG 2000, WebP, HEVC through the same U-Net
   8. mvmic curves                   rate curves (learned and standard codecs) + BD-rate table
+  9. mvmic report                   one HTML page: curves, BD tables, comparison panels, bit maps
 and prints the results table and where the records, curves and image panels are.
 """
 
@@ -89,6 +90,8 @@ def main() -> int:
           "--codecs", "jpeg,jpeg2000,webp,hevc", "--results_dir", str(results.parent),
           "--no_curves")  # fmt: skip
     mvmic("curves", str(results.parent), "--anchor", "hevc")
+    report = RUNS / "report.html"
+    mvmic("report", str(results.parent), "--out", str(report), "--anchor", "hevc")
     by_name = dict(rows)
     s1 = by_name.get("MVMICNet stage 1", {}).get("miou", [None])[-1]
     s2 = by_name.get("MVMICNet stage 2", {}).get("miou", [None])[-1]
@@ -97,6 +100,7 @@ def main() -> int:
         print(f"\nstage 2 mIoU {s2:.4f} {verdict} stage 1 mIoU {s1:.4f}")
     print(
         f"\nrecords:  {results}/\npanels:   {RUNS}/*/csv/version_*/images/\n"
+        f"report:   {report.resolve()} (one HTML page: curves, BD tables, panels, bit maps)\n"
         f"W&B:      {RUNS}/*/wandb/ (offline; `wandb sync <run dir>` uploads)\n"
         f"wall time: {time.perf_counter() - t0:.0f} s"
     )

@@ -14,12 +14,18 @@ from torch import Tensor
 
 from mvmic.codecs.base import Codec, CodecOutput, guard_rans, read_state_dict
 from mvmic.codecs.bitstream import BitstreamError
+from mvmic.codecs.light import ANALYSES, light_g_a, light_h_a
 
 HYPERPRIOR_MODELS = {
     "bmshj2018-hyperprior": ScaleHyperprior,
     "mbt2018-mean": MeanScaleHyperprior,
     "cheng2020-anchor": Cheng2020Anchor,
 }
+
+#: state-dict prefixes of the analysis side (run by the encoder only)
+_ANALYSIS = ("g_a.", "h_a.")
+#: entropy-coder tables, resized on load (CompressAI's load_state_dict)
+_ENTROPY_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 #: BT.601 luma, as mvmic.io converts RGB to grey (and Pillow's ``convert("L")``).
 _LUMA = (0.299, 0.587, 0.114)
@@ -33,19 +39,34 @@ class HyperpriorCodec(Codec):
         N: channels of the transforms.
         M: channels of the latent ``y`` (cheng2020-anchor uses ``M = N``).
         in_channels: 1 for grey (CT, X-ray) or 3 for RGB (endoscopy, dermoscopy).
+        analysis: ``full`` (CompressAI's g_a, h_a) or ``light`` (:mod:`mvmic.codecs.light`:
+            ~35× fewer analysis operations, same synthesis, entropy models and file format;
+            not for cheng2020-anchor, whose encoder runs the context model serially anyway).
     """
 
     stride = 64
 
     def __init__(
-        self, name: str = "bmshj2018-hyperprior", N: int = 128, M: int = 192, in_channels: int = 3
+        self,
+        name: str = "bmshj2018-hyperprior",
+        N: int = 128,
+        M: int = 192,
+        in_channels: int = 3,
+        analysis: str = "full",
     ) -> None:
         super().__init__()
         if name not in HYPERPRIOR_MODELS:
             raise ValueError(f"unknown codec {name!r}; choose one of {sorted(HYPERPRIOR_MODELS)}")
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-        self.name, self.in_channels = name, in_channels
+        if analysis not in ANALYSES:
+            raise ValueError(f"unknown analysis {analysis!r}; choose one of {list(ANALYSES)}")
+        if analysis == "light" and name == "cheng2020-anchor":
+            raise ValueError(
+                "analysis='light' needs a codec without a context model: use "
+                "bmshj2018-hyperprior or mbt2018-mean"
+            )
+        self.name, self.in_channels, self.analysis = name, in_channels, analysis
         if name == "cheng2020-anchor":
             model = Cheng2020Anchor(N=N)
             if in_channels != 3:
@@ -56,6 +77,8 @@ class HyperpriorCodec(Codec):
             if in_channels != 3:
                 model.g_a[0] = conv(in_channels, N)
                 model.g_s[-1] = deconv(N, in_channels)
+        if analysis == "light":
+            model.g_a, model.h_a = light_g_a(in_channels, N, M), light_h_a(N, M)
         self.model = model
 
     @property
@@ -154,7 +177,9 @@ class HyperpriorCodec(Codec):
         return [guard_rans(g, n, name) for name, g, n in zip(("y", "z"), strings, symbols)]
 
     def decoder_state_keys(self) -> list[str]:
-        return [k for k in self.state_dict() if not k.startswith(("model.g_a.", "model.h_a."))]
+        return [
+            k for k in self.state_dict() if not k.startswith(tuple(f"model.{p}" for p in _ANALYSIS))
+        ]
 
     def weights_hash(self) -> bytes:
         if self._hash is None and self.autoregressive:
@@ -197,6 +222,9 @@ class HyperpriorCodec(Codec):
 
     def load_compressai(self, state: dict[str, Tensor], source: str = "state dict") -> None:
         """Load a CompressAI model's state dict (current key names) into ``self.model``."""
+        if self.analysis == "light" and self._holds_light_analysis(state):
+            self._load_light(state, source)
+            return
         found = describe_compressai(state)
         arch, n, m, channels = found["arch"], found["N"], found["M"], found["in_channels"]
         want = f"{self.name} with N={self.N}" + ("" if self.autoregressive else f", M={self.M}")
@@ -230,6 +258,11 @@ class HyperpriorCodec(Codec):
         # which its load_state_dict applies too.
         state = remap_old_keys("entropy_bottleneck", state)
         params = {k for k, _ in self.model.named_parameters()}
+        if self.analysis == "light":
+            # A full model's g_a/h_a do not fit the light ones, which keep their
+            # initialisation (or the file's light weights) and are trained by stage 1.
+            state = {k: v for k, v in state.items() if not k.startswith(_ANALYSIS)}
+            params = {k for k in params if not k.startswith(_ANALYSIS)}
         missing = sorted(params - set(state))
         unexpected = sorted(set(state) - set(self.model.state_dict()))
         if missing or unexpected:
@@ -240,6 +273,32 @@ class HyperpriorCodec(Codec):
                 + f" ({len(missing)} missing, {len(unexpected)} unexpected)"
             )
         # CompressAI's load_state_dict resizes the entropy tables to the file's.
+        self.model.load_state_dict(state, strict=False)
+        self._invalidate_hash()
+
+    def _holds_light_analysis(self, state: dict[str, Tensor]) -> bool:
+        """Whether ``state``'s g_a/h_a are a light analysis (by key names), not a full one."""
+        own = {k for k in self.model.state_dict() if k.startswith(_ANALYSIS)}
+        return {k for k in state if k.startswith(_ANALYSIS)} == own
+
+    def _load_light(self, state: dict[str, Tensor], source: str) -> None:
+        """Load the weights of a light-analysis codec, checking every tensor's shape."""
+        own = self.model.state_dict()
+        params = {k for k, _ in self.model.named_parameters()}
+        for key in sorted(params | set(state)):
+            if key not in own or key not in state:
+                what, verb = ("lacks", "needs") if key in params else ("has a key", "lacks")
+                raise ValueError(
+                    f"{source}: the file's light-analysis {self.name} {what} {key!r} that the "
+                    f"config's codec (N={self.N}, M={self.M}) {verb}"
+                )
+            if own[key].shape != state[key].shape and not key.endswith(_ENTROPY_TABLES):
+                raise ValueError(
+                    f"{source}: {key} is {tuple(state[key].shape)}, the config's light "
+                    f"{self.name} (N={self.N}, M={self.M}, in_channels={self.in_channels}) "
+                    f"has {tuple(own[key].shape)}; set --model.N/--model.M/--model.in_channels "
+                    "to the file's"
+                )
         self.model.load_state_dict(state, strict=False)
         self._invalidate_hash()
 

@@ -7,7 +7,8 @@ of the record ``<results_dir>/<dataset>/<codec>.json`` with ``quality``, ``bpp``
 see :mod:`mvmic.codecs.standard`), ``bpp_container`` (whole file), ``psnr``, ``ms-ssim``, the task
 metrics (the task network's own ``build_metrics``/``update_metrics``/``record``, so segmentation
 and detection both work), ``bytes``/``pixels``/``height``/``width`` per image and the measured
-``enc_ms``/``dec_ms``/``task_ms`` per image (for ``mvmic latency``).
+``enc_ms``/``dec_ms``/``task_ms`` per image (for ``mvmic latency``). A 3D data module's volumes
+go whole through the volume codecs instead (:mod:`mvmic.evaluation.volume_anchors`).
 """
 
 from __future__ import annotations
@@ -23,34 +24,30 @@ import numpy as np
 import torch
 
 from mvmic.codecs.standard import STANDARD_CODECS, CodecUnavailableError, get_standard_codec
+from mvmic.codecs.volume import VOLUME_CODECS, get_volume_codec
+from mvmic.evaluation.image_stats import StatsCollector
+from mvmic.evaluation.provenance import datamodule_spec
 from mvmic.evaluation.records import append_point
+from mvmic.evaluation.volume_anchors import (
+    DEFAULT_VOLUME_CODECS,
+    evaluate_volume_codec,
+    is_volumetric,
+    volume_roundtrip,
+)
 
 DEFAULT_CODECS = ("jpeg", "jpeg2000", "webp", "avif", "hevc")
 
 
 def load_datamodule(config: str, overrides: Sequence[str] = ()) -> Any:
-    """Instantiate the ``data:`` section of a LightningCLI config (jsonargparse, as ``mvmic fit``).
+    """The data module of a config, as ``mvmic fit --config CONFIG OVERRIDES`` builds it.
 
     Args:
         config: a YAML path or a bare name resolved in ``configs/``.
         overrides: ``--data.X value`` arguments, as on the ``mvmic fit`` command line.
     """
-    import yaml
-    from jsonargparse import ArgumentParser
-    from lightning import LightningDataModule
+    from mvmic.cli_lightning import instantiate_data, load_config
 
-    from mvmic.cli import resolve_config
-
-    path = Path(resolve_config(config))
-    if not path.is_file():
-        raise FileNotFoundError(f"config {config} not found (looked at {path} and in configs/)")
-    section = (yaml.safe_load(path.read_text()) or {}).get("data")
-    if not section:
-        raise ValueError(f"{path} has no 'data:' section; pass the config used for `mvmic fit`")
-    parser = ArgumentParser(exit_on_error=False, default_env=False)
-    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    cfg = parser.parse_args(["--data", yaml.safe_dump(section), *overrides])
-    return parser.instantiate_classes(cfg).data
+    return instantiate_data(load_config(config, overrides)["data"])
 
 
 def _to_uint(x: torch.Tensor, bit_depth: int) -> np.ndarray:
@@ -65,6 +62,16 @@ def _to_float(arr: np.ndarray, bit_depth: int) -> torch.Tensor:
     peak = (1 << bit_depth) - 1
     t = torch.from_numpy(arr.astype(np.float32) / peak)
     return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
+
+
+def standard_roundtrip(
+    codec_name: str, image: torch.Tensor, quality: float, bit_depth: int = 8
+) -> tuple[torch.Tensor, int]:
+    """One C×H×W image through a standard codec: the decoded image and its payload bytes."""
+    codec = get_standard_codec(codec_name)
+    data = codec.encode(_to_uint(image, bit_depth), quality)
+    out = codec.decode(data, channels=image.shape[0])
+    return _to_float(out, bit_depth).to(image.dtype), codec.payload_bytes(data)
 
 
 @torch.inference_mode()
@@ -84,10 +91,11 @@ def evaluate_codec(
     totals = {"bpp": 0.0, "bpp_container": 0.0, "bytes": 0.0, "file_bytes": 0.0, "pixels": 0.0}
     totals.update(height=0.0, width=0.0)
     times = {"enc_ms": 0.0, "dec_ms": 0.0, "task_ms": 0.0}
+    stats = StatsCollector(task)
     n = 0
     for batch in loader:
         x = batch["image"]
-        decoded = []
+        decoded, nbytes = [], []
         for img in x:
             arr = _to_uint(img, bit_depth)
             t0 = time.perf_counter()
@@ -97,6 +105,7 @@ def evaluate_codec(
             t2 = time.perf_counter()
             pixels = arr.shape[0] * arr.shape[1]
             payload = codec.payload_bytes(data)
+            nbytes.append(payload)
             totals["bpp"] += 8.0 * payload / pixels
             totals["bpp_container"] += 8.0 * len(data) / pixels
             totals["bytes"] += payload
@@ -112,6 +121,7 @@ def evaluate_codec(
         preds = task.predict(x_hat)
         times["task_ms"] += 1e3 * (time.perf_counter() - t0)
         task.update_metrics(task_metrics, preds, batch)
+        stats.update(preds, batch, nbytes)
         quality_metrics["psnr"].update(x_hat, x)
         quality_metrics["ms-ssim"].update(x_hat, x)
         n += len(x)
@@ -122,12 +132,16 @@ def evaluate_codec(
     point.update({k: float(v) for k, v in quality_metrics.compute().items()})
     point.update(task.record(task_metrics.compute()))
     point.update({k: v / n for k, v in times.items()})
+    if stats.result() is not None:  # per-image sufficient statistics: the error bars
+        point["per_image"] = stats.result()
     return point
 
 
-def _parse_qualities(text: str | None, codecs: Sequence[str]) -> dict[str, list[float]]:
+def _parse_qualities(
+    text: str | None, codecs: Sequence[str], registry: dict[str, Any] = STANDARD_CODECS
+) -> dict[str, list[float]]:
     """``"5,10,20"`` (all codecs) or ``"jpeg=5,10;hevc=20,30"`` (per codec) -> per-codec lists."""
-    out = {c: list(STANDARD_CODECS[c].qualities) for c in codecs}
+    out = {c: list(registry[c].qualities) for c in codecs}
     if not text:
         return out
     if "=" not in text:
@@ -152,7 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", required=True, help="the LightningCLI config (its data: section)")
     p.add_argument("--ckpt_path", required=True, help="checkpoint with the task network")
-    p.add_argument("--codecs", default=",".join(DEFAULT_CODECS), help="comma-separated codecs")
+    p.add_argument(
+        "--codecs",
+        default=None,
+        help=f"comma-separated codecs (default {','.join(DEFAULT_CODECS)}; for a 3D data "
+        f"module the volume codecs {','.join(DEFAULT_VOLUME_CODECS)})",
+    )
     p.add_argument(
         "--qualities",
         default=None,
@@ -163,12 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bit_depth", type=int, choices=(8, 16), default=8)
     p.add_argument("--limit", type=int, default=None, help="use only the first N test batches")
     p.add_argument("--no_curves", action="store_true", help="do not redraw the curves")
+    p.add_argument(
+        "--finetune",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also fine-tune the task net STEPS steps per codec on its decoded training images "
+        "(a mix of its qualities; MVMICNet stage 2's budget) and record <codec>+ft",
+    )
+    p.add_argument("--finetune_lr", type=float, default=1e-4, help="Adam lr (stage 2's lr)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning run")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``mvmic anchors``: see :func:`build_parser`."""
     args, rest = build_parser().parse_known_args(argv)
+    if args.finetune < 0:
+        print(f"mvmic anchors: --finetune {args.finetune}: give a step count ≥ 1", file=sys.stderr)
+        return 2
     bad = [a for a in rest if a.startswith("--") and not a.startswith("--data")]
     if bad:
         print(
@@ -178,16 +210,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from mvmic.modules import load_module
 
-    codecs, skipped = [], []
-    for name in [c.strip() for c in args.codecs.split(",") if c.strip()]:
-        try:
-            codecs.append(get_standard_codec(name).name)
-        except CodecUnavailableError as err:
-            skipped.append(str(err))
-    for line in skipped:
-        print(f"skipping {line}", file=sys.stderr)
-    qualities = _parse_qualities(args.qualities, codecs)
-
     module = load_module(args.ckpt_path)
     task = module.task.eval()
     dm = load_datamodule(args.config, rest)
@@ -195,36 +217,101 @@ def main(argv: Sequence[str] | None = None) -> int:
     loader = list(dm.test_dataloader())
     if args.limit:
         loader = loader[: args.limit]
+    volumes = is_volumetric(loader)  # 3D: volume codecs on whole volumes
+    registry = VOLUME_CODECS if volumes else STANDARD_CODECS
+    codecs = _available_codecs(args.codecs, volumes)
+    qualities = _parse_qualities(args.qualities, codecs, registry)
     dataset = dm.dataset_name
     root = getattr(dm, "hparams", {}).get("root")
+    train_batches = _train_batches(args, rest) if args.finetune else None
     for name in codecs:
-        codec = STANDARD_CODECS[name]
-        for q in qualities[name]:
-            point = evaluate_codec(name, q, task, loader, args.bit_depth)
-            path = append_point(
-                args.results_dir,
-                dataset,
-                name,
-                point,
-                description=f"{name} ({codec.quality_meaning}) through the task net of "
-                f"{args.ckpt_path}",
-                fields={
-                    "anchor": True,
-                    "codec": name,
-                    "quality_meaning": codec.quality_meaning,
-                    "data_root": str(Path(root).resolve()) if root else None,
-                    "task": getattr(task, "task", None),
-                    "bit_depth": args.bit_depth,
-                },
-            )
-            shown = {k: round(v, 4) for k, v in point.items()}
-            print(f"{name} q={q:g}: {shown}")
-        print(f"results: {path}")
+        codec = registry[name]
+        variants = [(name, task, {"task_ckpt": str(Path(args.ckpt_path).resolve())})]
+        if train_batches is not None:
+            variants.append(_finetuned(name, task, qualities[name], train_batches, args, volumes))
+        for method, net, extra in variants:
+            for q in qualities[name]:
+                evaluate = evaluate_volume_codec if volumes else evaluate_codec
+                point = evaluate(name, q, net, loader, args.bit_depth)
+                path = append_point(
+                    args.results_dir,
+                    dataset,
+                    method,
+                    point,
+                    description=f"{name} ({codec.quality_meaning}) through the task net of "
+                    f"{args.ckpt_path}" + (f", fine-tuned on {name}" if net is not task else ""),
+                    fields={
+                        "anchor": True,
+                        "codec": name,
+                        "quality_meaning": codec.quality_meaning,
+                        "data_root": str(Path(root).resolve()) if root else None,
+                        "task": getattr(task, "task", None),
+                        "bit_depth": args.bit_depth,
+                        # what `mvmic compare` decodes again (mvmic.evaluation.provenance)
+                        "data": datamodule_spec(dm),
+                        **extra,
+                    },
+                )
+                shown = {k: round(v, 4) for k, v in point.items() if not k.startswith("per_")}
+                print(f"{method} q={q:g}: {shown}")
+            print(f"results: {path}")
     if not args.no_curves:
         from mvmic.evaluation.curves import main as curves_main
 
         return curves_main([args.results_dir])
     return 0
+
+
+def _train_batches(args: argparse.Namespace, rest: Sequence[str]) -> Any:
+    """A fresh pass over the training split (its crops and augmentation), per call."""
+    dm = load_datamodule(args.config, rest)
+    dm.setup("fit")
+    return dm.train_dataloader
+
+
+def _available_codecs(text: str | None, volumes: bool) -> list[str]:
+    """The codecs of ``--codecs`` that work here (others named on stderr and skipped)."""
+    default = DEFAULT_VOLUME_CODECS if volumes else DEFAULT_CODECS
+    get = get_volume_codec if volumes else get_standard_codec
+    codecs = []
+    for name in [c.strip() for c in (text or ",".join(default)).split(",") if c.strip()]:
+        try:
+            codecs.append(get(name).name)
+        except CodecUnavailableError as err:
+            print(f"skipping {err}", file=sys.stderr)
+    return codecs
+
+
+def _finetuned(
+    name: str,
+    task: torch.nn.Module,
+    qualities: Sequence[float],
+    batches: Any,
+    args: Any,
+    volumes: bool = False,
+) -> tuple[str, torch.nn.Module, dict[str, Any]]:
+    """``<codec>+ft``: the task net fine-tuned on this codec's decoded training images."""
+    from mvmic.evaluation.anchor_finetune import finetune_on_codec
+    from mvmic.evaluation.methods import FT_SUFFIX
+
+    def roundtrip(img: torch.Tensor, quality: float) -> torch.Tensor:
+        if volumes:  # one training crop 1×D×H×W through the volume codec
+            return volume_roundtrip(name, img, quality)[0]
+        return standard_roundtrip(name, img, quality, args.bit_depth)[0]
+
+    t0 = time.perf_counter()
+    tuned, losses = finetune_on_codec(
+        task, roundtrip, qualities, batches, args.finetune, args.finetune_lr, args.seed
+    )
+    print(
+        f"{name}{FT_SUFFIX}: {args.finetune} steps at lr {args.finetune_lr:g} on {name} "
+        f"q={','.join(f'{q:g}' for q in qualities)}: loss {losses[0]:.4f} -> {losses[-1]:.4f} "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
+    info = {"steps": args.finetune, "lr": args.finetune_lr, "seed": args.seed}
+    info.update(qualities=list(qualities), first_loss=losses[0], last_loss=losses[-1])
+    # the fine-tuned weights live only in this run: `mvmic compare` cannot decode them again
+    return f"{name}{FT_SUFFIX}", tuned, {"task_ckpt": None, "finetune": info}
 
 
 if __name__ == "__main__":

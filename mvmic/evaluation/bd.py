@@ -34,6 +34,9 @@ class BDCell:
     bd_metric: float | None
     rate_note: str = ""
     metric_note: str = ""
+    #: 95 % bootstrap interval of the BD-rate (None: no per-image statistics)
+    rate_low: float | None = None
+    rate_high: float | None = None
 
     @property
     def note(self) -> str:
@@ -41,7 +44,10 @@ class BDCell:
         return "; ".join(parts + ([f"bd_metric: {self.metric_note}"] if self.metric_note else []))
 
     def rate_text(self) -> str:
-        return _cell_text(self.bd_rate, self.rate_note, "{:+.2f} %")
+        text = _cell_text(self.bd_rate, self.rate_note, "{:+.2f} %")
+        if self.bd_rate is not None and self.rate_low is not None:
+            text += f" [{self.rate_low:+.1f}, {self.rate_high:+.1f}]"
+        return text
 
     def metric_text(self) -> str:
         return _cell_text(
@@ -137,8 +143,15 @@ def bd_table(
     anchor: Method,
     metrics: Sequence[str],
     envelope: bool = False,
+    draws: int = 0,
 ) -> list[BDCell]:
-    """BD cells of every non-anchor method against ``anchor`` for each metric."""
+    """BD cells of every non-anchor method against ``anchor`` for each metric.
+
+    With ``draws`` > 0, a BD-rate of two curves with per-image statistics gets its bootstrap
+    interval (:func:`mvmic.evaluation.bootstrap.bd_rate_interval`).
+    """
+    from mvmic.evaluation.bootstrap import bd_rate_interval
+
     cells = []
     for metric in metrics:
         ref = anchor.points(metric)
@@ -149,7 +162,14 @@ def bd_table(
             if not pts[0]:
                 continue
             rate, rnote, value, vnote = bd_cell(ref, pts, envelope)
-            cells.append(
-                BDCell(dataset, anchor.name, m.name, metric, len(pts[0]), rate, value, rnote, vnote)
+            cell = BDCell(
+                dataset, anchor.name, m.name, metric, len(pts[0]), rate, value, rnote, vnote
             )
+            if rate is not None and draws > 0:
+                ci = bd_rate_interval(
+                    {"results": anchor.results}, {"results": m.results}, metric, draws,
+                    envelope=envelope,
+                )  # fmt: skip
+                cell.rate_low, cell.rate_high = ci.low, ci.high
+            cells.append(cell)
     return cells

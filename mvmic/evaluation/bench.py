@@ -10,6 +10,8 @@ One run trains and evaluates, on the synthetic twins by default (or a dataset fo
 * ``det`` (ChestX-Det layout): the same with Faster R-CNN and mAP@[.5:.95].
 * ``gan`` (ISIC 2017 layout): Liu et al.'s D1 (no compression), D4 (binary code + rate loss)
   and D2 (binary code, no rate loss), and JPEG 2000 through D1's segmentor (Dice).
+* ``gan3d`` (HVSMR 2016 layout): D1, D2, D4 in 3D, and H.264 / HEVC videos of the slices and
+  JPEG 2000 per slice through D1's segmentor; Liu et al.'s Table 1 per test volume.
 
 Every step is a plain ``mvmic`` command on a config written under ``OUT/<part>/configs/`` (a copy
 of ``configs/<name>.yaml`` with the benchmark's sizes and step budgets), printed before it runs and
@@ -49,10 +51,13 @@ from mvmic.evaluation.bench_settings import (
     SEG,
     GanPart,
     Part,
+    data_channels,
     scaled_steps,
     with_overrides,
     write_config,
+    write_mse_stage2,
 )
+from mvmic.evaluation.calibration import bench_grid
 from mvmic.evaluation.goals import (
     all_verdicts,
     bd_rows,
@@ -62,6 +67,7 @@ from mvmic.evaluation.goals import (
     summarize,
     summarize_gan,
 )
+from mvmic.evaluation.liu_table import write_liu_tables
 from mvmic.evaluation.runner import is_done, mark_done, offline_env, run_mvmic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +134,10 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
     cfgs = out / "configs"
     group = f"bench-{part.name}"
     data = {**part.data, "root": str(root)}
-    common = {"results_dir": str(results)}
+    # Grey data (CT, X-ray, MR) gets 1-channel codecs and task nets, RGB data 3-channel ones.
+    channels = data_channels(part.task_config, data)
+    data["in_channels"] = channels
+    common = {"results_dir": str(results), "in_channels": channels}
 
     def sweep(config: Path, lmbdas: Sequence[float], root: Path, *flags: str) -> None:
         values = ",".join(f"{v:g}" for v in lmbdas)
@@ -185,7 +194,11 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         run_dir=None,
         group=group,
     )
-    sweep(mse_cfg, part.mse_lmbdas, out / "mse", "--no_stage2")
+    mse_codec = write_mse_stage2(part, mse_cfg, common, data, scale, group)
+    mse_lmbdas, lmbdas = part.mse_lmbdas, part.lmbdas
+    if part.calibrate:  # short runs pick grids that reach the knee (printed with why)
+        mse_lmbdas = bench_grid(runner, mse_cfg, mse_codec, mse_lmbdas, part.metric, out, group)
+    sweep(mse_cfg, mse_lmbdas, out / "mse", "--test_every_stage")
 
     s1_cfg = write_config(
         part.codec_config,
@@ -213,12 +226,17 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         run_dir=None,
         group=group,
     )
-    sweep(s1_cfg, part.lmbdas, out / "mvmicnet", "--test_every_stage")
+    if part.calibrate:
+        lmbdas = bench_grid(runner, s1_cfg, "MVMICNet stage 1", lmbdas, part.metric, out, group)
+    sweep(s1_cfg, lmbdas, out / "mvmicnet", "--test_every_stage")
 
     anchor_args = ["--qualities", part.anchor_qualities] if part.anchor_qualities else []
     runner.mvmic(
         "anchors", "--config", str(task_cfg), "--ckpt_path", str(task_ckpt),
         "--codecs", part.anchors, *anchor_args, "--results_dir", str(results), "--no_curves",
+        # fair anchors: each codec also gets a task net fine-tuned with stage 2's budget
+        "--finetune", str(scaled_steps(part.steps["stage2"], scale)),
+        "--finetune_lr", f"{part.stage2.get('lr', 1e-4):g}",
         done=out / "anchors" / "DONE",
     )  # fmt: skip
     runner.mvmic(
@@ -234,20 +252,27 @@ def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: fl
     group = f"bench-{part.name}"
     cfgs = {}
     last = {d: out / d.lower() / "checkpoints" / "last.ckpt" for d in part.designs}
+    data = {**part.data, "root": str(root)}
+    first = f"{part.config_prefix}{part.designs[0].lower()}.yaml"
+    channels = part.channels or data_channels(first, data)
+    if part.channels is None:  # 2D modules read grey or RGB as detected
+        data["in_channels"] = channels
     for design in part.designs:
         run_dir = out / design.lower()
         init = {"init_from": str(last[part.init_from[design]])} if design in part.init_from else {}
+        steps = part.d4_steps if design == "D4" and part.d4_steps else part.steps
         cfgs[design] = write_config(
-            f"isic_gan_{design.lower()}.yaml",
+            f"{part.config_prefix}{design.lower()}.yaml",
             out / "configs" / f"{design.lower()}.yaml",
             model={
                 **part.model,
                 **part.design_model.get(design, {}),
                 **init,
                 "results_dir": str(results),
+                "in_channels": channels,
             },
-            data={**part.data, "root": str(root)},
-            max_steps=scaled_steps(part.steps, scale),
+            data=data,
+            max_steps=scaled_steps(steps, scale),
             run_dir=run_dir,
             group=group,
         )
@@ -257,14 +282,15 @@ def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: fl
             done=out / f"{design.lower()}_test" / "DONE",
         )  # fmt: skip
     ref = part.designs[0]
+    qualities = ["--qualities", part.anchor_qualities] if part.anchor_qualities else []
     runner.mvmic(
         "anchors", "--config", str(cfgs[ref]),
         "--ckpt_path", str(last[ref]),
-        "--codecs", part.anchors, "--results_dir", str(results), "--no_curves",
+        "--codecs", part.anchors, *qualities, "--results_dir", str(results), "--no_curves",
         done=out / "anchors" / "DONE",
     )  # fmt: skip
     runner.mvmic(
-        "curves", str(results), "--anchor", "jpeg2000", "--envelope", "--wandb",
+        "curves", str(results), "--anchor", part.anchor, "--envelope", "--wandb",
         "--wandb_group", group, "--wandb_dir", str(out),
     )  # fmt: skip
     return results
@@ -335,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(part, GanPart):
             results = run_gan_part(part, runner, root, part_out, scale)
             summary = summarize_gan(part, results)
+            # 3D: Liu et al.'s Table 1 (per test volume) of the designs and the anchor
+            names = [f"liu2020-{d.lower()}" for d in part.designs] + [part.anchor]
+            for path in write_liu_tables(results, part_out / "liu_table", names):
+                summary["liu_table"] = path.read_text().split("\n", 2)[-1]
         else:
             results = run_codec_part(part, runner, root, part_out, scale)
             summary = summarize(part, results)
@@ -346,7 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures.mkdir(parents=True, exist_ok=True)
             for png in sorted((results / "curves").glob(f"*_{part.metric}.png")):
                 shutil.copy(png, figures / f"{name}_{png.name}")
-        report.append(format_summary(part, summary) + f"\nwall time: {summary['wall_s']:.0f} s\n")
+        table = ""
+        if "liu_table" in summary:
+            table = f"\nper test volume (Liu et al.'s Table 1 layout):\n\n{summary['liu_table']}"
+        report.append(
+            format_summary(part, summary) + table + f"\nwall time: {summary['wall_s']:.0f} s\n"
+        )
     wall = time.perf_counter() - t0
     blob["wall_s"] = round(wall, 1)
     command = "python tools/bench_rate_accuracy.py " + shlex.join(argv or sys.argv[1:])

@@ -14,16 +14,15 @@ from mvmic.evaluation.bench_settings import GanPart, Part
 def format_summary(part: Part | GanPart, summary: dict[str, Any]) -> str:
     metric = summary["metric"]
     lines = [f"### {part.name}: {metric} against bpp (bpp measured from real bitstreams)", ""]
-    lines += [f"| method | bpp | {metric} | PSNR |", "|---|---|---|---|"]
+    lines += [f"| method | bpp | {metric} | 95 % interval | PSNR |", "|---|---|---|---|---|"]
     for name, cols in summary["methods"].items():
         bpp = cols.get("bpp") or []
-        rows = zip(bpp, cols.get(metric) or [], cols.get("psnr") or [None] * len(bpp))
-        cells = [
-            (f"{b:.4f}", f"{v:.4f}", "–" if p is None or not math.isfinite(p) else f"{p:.2f}")
-            for b, v, p in rows
-        ]
-        for b, v, p in cells:
-            lines.append(f"| {name} | {b} | {v} | {p} |")
+        cis = cols.get("interval") or [None] * len(bpp)
+        rows = zip(bpp, cols.get(metric) or [], cis, cols.get("psnr") or [None] * len(bpp))
+        for b, v, ci, p in rows:
+            psnr = "–" if p is None or not math.isfinite(p) else f"{p:.2f}"
+            band = "–" if ci is None else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+            lines.append(f"| {name} | {b:.4f} | {v:.4f} | {band} | {psnr} |")
     if summary.get("bd"):
         anchor = summary["bd"][0]["anchor"]
         lines += ["", f"BD against `{anchor}` (`mvmic curves --envelope`, pchip):", ""]
@@ -38,9 +37,10 @@ def format_summary(part: Part | GanPart, summary: dict[str, Any]) -> str:
                 f"| {row['method']} | {row['metric']} | {row['n_points']} | {rate} | {value} "
                 f"| {row['note']} |"
             )
-    lines += ["", "| goal | met | measured |", "|---|---|---|"]
+    # met: the whole 95 % interval meets the goal; no: it all misses; within noise: it straddles
+    lines += ["", "| goal | verdict | measured [95 % interval] |", "|---|---|---|"]
     for g in summary["goals"]:
-        met = {True: "yes", False: "**no**", None: "n/a"}.get(g["met"], g["met"])
+        met = {True: "met", False: "**no**", None: "n/a"}.get(g["met"], g["met"])
         lines.append(f"| {g['goal']} | {met} | {g['why']} |")
     return "\n".join(lines) + "\n"
 

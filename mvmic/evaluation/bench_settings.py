@@ -16,7 +16,7 @@ from mvmic.evaluation.sweep import retarget_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 
-PARTS = ("seg", "det", "gan")
+PARTS = ("seg", "det", "gan", "gan3d")
 # The step budgets below are for 45 minutes on 2 CPU cores. Measured 2026-11-23: budgets
 # 1.0x / 0.88x of seg 400-400-200, det 200-60-30, gan 400 (task, stage 1, stage 2) took
 # 46.9 / 45.0 min, mostly in fits that scale with steps; these (about 0.75x) took 37.6 min,
@@ -44,20 +44,27 @@ class Part:
     anchors: str
     anchor_qualities: str | None = None
     base_lmbda: float = 0.0067  # the MSE base codec every learned codec starts from
+    # pick the λ grids (MSE codec, MVMICNet) by short calibration runs that reach the knee
+    # (mvmic.evaluation.calibration); --set seg.calibrate=true
+    calibrate: bool = False
     mse: dict[str, Any] = field(default_factory=dict)  # MSE-codec model overrides
     stage1: dict[str, Any] = field(default_factory=dict)
     stage2: dict[str, Any] = field(default_factory=dict)
 
 
+# Sizes (issue 16): evaluated on whole images of >= 256 px (seg, gan) and 192 px (det), with
+# >= 100 test images, and trained on 128-px crops of them (a multiple of the hyperprior's
+# stride 64, so the codec pads nothing): a training step costs the crop's pixels.
 SEG = Part(
     name="seg",
     synth="colondb",
-    synth_args=["--num", "240", "--size", "64"],
+    # 300 images, a third of them the test split (102), 30 val, 168 train.
+    synth_args=["--num", "300", "--size", "256"],
     task_config="colondb_task.yaml",
     mse_config="colondb_codec_mse.yaml",
     codec_config="colondb_seg.yaml",
     metric="miou",
-    data={"image_size": 64, "batch_size": 8},
+    data={"image_size": 256, "train_crop": 128, "test_fraction": 0.34, "batch_size": 8},
     task_model={"encoder": "resnet18", "lr": 0.001},
     codec_model={"encoder": "resnet18", "N": 32, "M": 48},
     steps={"task": 320, "base": 1100, "mse": 300, "stage1": 300, "stage2": 150},
@@ -69,14 +76,17 @@ SEG = Part(
     stage2={"lr": 0.0001},
 )
 
-# The paper's ResNet-50-FPN Faster R-CNN at 96 px. Fewer sampled RoIs/proposals than
+# The paper's ResNet-50-FPN Faster R-CNN on 192-px films, trained on 128-px crops at the same
+# scale (train_resize false: torchvision would scale them up to min_size). Fewer sampled
+# RoIs/proposals than
 # torchvision's defaults (512/2000), which sized for 800-px images and dominate a CPU step here;
 # MobileNet is no faster on CPU (its depthwise-convolution backward is slow there).
 _DETECTOR = {
     "arch": "fasterrcnn_resnet50_fpn",
     "task_args": {
-        "min_size": 96,
-        "max_size": 96,
+        "min_size": 192,
+        "max_size": 192,
+        "train_resize": False,
         "anchor_sizes": [8, 16, 32, 64, 128],
         "box_batch_size_per_image": 64,
         "rpn_pre_nms_top_n_train": 300,
@@ -88,12 +98,12 @@ _DETECTOR = {
 DET = Part(
     name="det",
     synth="chestxdet",
-    synth_args=["--num", "100", "--size", "96"],
+    synth_args=["--num", "500", "--size", "192"],  # 100 test films, 400 train (40 val)
     task_config="chestxdet_task.yaml",
     mse_config="chestxdet_det.yaml",
     codec_config="chestxdet_det.yaml",
     metric="map",
-    data={"image_size": 96, "batch_size": 4},
+    data={"image_size": 192, "train_crop": 128, "batch_size": 4},
     task_model={**_DETECTOR, "lr": 0.0005},
     codec_model={**_DETECTOR, "N": 32, "M": 48},
     steps={"task": 150, "base": 450, "mse": 45, "stage1": 45, "stage2": 22},
@@ -114,10 +124,13 @@ class GanPart:
 
     name: str = "gan"
     synth: str = "isic2017"
-    synth_args: list[str] = field(default_factory=lambda: ["--num", "160", "--size", "64"])
+    # 400 training images, 100 validation, 100 test (the twin writes num // 4 of each)
+    synth_args: list[str] = field(default_factory=lambda: ["--num", "400", "--size", "256"])
     designs: tuple[str, ...] = ("D1", "D2", "D4")
     metric: str = "dice"
-    data: dict[str, Any] = field(default_factory=lambda: {"image_size": 64, "batch_size": 8})
+    data: dict[str, Any] = field(
+        default_factory=lambda: {"image_size": 256, "train_crop": 128, "batch_size": 8}
+    )
     model: dict[str, Any] = field(default_factory=lambda: {"encoder": "resnet18"})
     steps: int = 350  # D2's S leaves the trivial mask after ~250 batches: keep well above
     anchors: str = "jpeg2000,jpeg"
@@ -128,9 +141,56 @@ class GanPart:
     design_model: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"D4": {"lmbda_cr": 10.0}}
     )
+    config_prefix: str = "isic_gan_"  # configs/<prefix>d1.yaml …
+    anchor: str = "jpeg2000"  # the anchor the bit goal and the BD table are against
+    anchor_qualities: str | None = None  # `mvmic anchors --qualities` (None: the defaults)
+    bit_factor: float | None = None  # D4's bits ≤ this × the anchor's (None: goals.GAN_FACTOR)
+    channels: int | None = None  # image channels (None: detected from the files, 1 or 3)
+    d4_steps: int | None = None  # D4's fine-tuning budget from D2 (None: ``steps``)
 
 
-PART_SETTINGS: dict[str, Part | GanPart] = {"seg": SEG, "det": DET, "gan": GanPart()}
+# Liu et al. in 3D (issue 18): HVSMR layout, whole-volume test by sliding window, against H.264 /
+# HEVC videos of the slices and JPEG 2000 per slice through D1's segmentor. 12 synthetic 48³
+# volumes: 5 train, 2 val, 5 test (Liu's Table 1 has 5 test volumes); 32³ training crops, 20
+# batches an epoch. Budget (2026-12-01, 2 cores shared with other jobs, so from CPU seconds, not
+# wall time): a D1 batch of 2×32³ costs ≈ 2.5 CPU-s (D2 less: no critic), a sliding-window
+# test of a 48³ volume ≈ 1–3 CPU-s; D1 160 + D2 160 + D4 80 batches, 3 tests and 10 anchor
+# points × 5 volumes come to ≈ 13 min of the 60-minute benchmark on an idle 2-core machine.
+# NOT yet a budget where Dice is well above chance: on this twin D1 reached test Dice 0.26
+# (myocardium 0.13, blood pool 0.39) after 192 batches at lr 2e-4 (the configs'), and 0.39
+# (0.37, 0.41) after 160 batches at lr 1e-3 (these settings; 6.3 CPU-min), its loss_seg flat
+# at 0.07 from batch 40 on while the critic term (≈ 25) dominates C+S's loss. Left to tune:
+# the critic's weight or more steps in 3D.
+GAN3D = GanPart(
+    name="gan3d",
+    synth="hvsmr",
+    synth_args=["--num", "12", "--size", "48"],
+    data={
+        "crop_size": [32, 32, 32],
+        "crops_per_volume": 8,
+        "batch_size": 2,
+        "val_fraction": 0.17,
+        "test_fraction": 0.42,
+    },
+    model={"roi_size": [32, 32, 32], "lr": 0.001},
+    steps=160,
+    anchors="h264,hevc,jpeg2000",
+    config_prefix="hvsmr_gan3d_",
+    anchor="h264",
+    anchor_qualities="h264=0,6,12,18;hevc=0,8,16;jpeg2000=22,28,34",
+    bit_factor=0.1,
+    channels=1,
+    d4_steps=80,
+    design_model={"D4": {"lmbda_cr": 10.0, "lr": 0.0002}},  # fine-tuning D2: the configs' lr
+)
+
+
+PART_SETTINGS: dict[str, Part | GanPart] = {
+    "seg": SEG,
+    "det": DET,
+    "gan": GanPart(),
+    "gan3d": GAN3D,
+}
 
 
 def with_overrides(
@@ -183,7 +243,10 @@ def write_config(
     With ``run_dir`` the loggers and checkpoints go there (single runs); without it ``mvmic sweep``
     places them per λ itself.
     """
-    cfg = yaml.safe_load((REPO / "configs" / base).read_text())
+    from mvmic.cli_lightning import load_config
+
+    # composed as a run composes it (shared defaults, data file), written out whole
+    cfg = load_config(REPO / "configs" / base)
     cfg["model"]["init_args"].update(model)
     cfg["data"]["init_args"].update(data)
     if run_dir is not None:
@@ -205,15 +268,53 @@ def write_config(
 _STEPS_PER_EPOCH: dict[str, int] = {}
 
 
+def _datamodule(data: dict[str, Any]) -> Any:
+    """The data module of a config's ``data:`` section (no trainer: nothing is written)."""
+    from mvmic.cli_lightning import instantiate_data
+
+    return instantiate_data(copy.deepcopy(data))
+
+
+def write_mse_stage2(
+    part: Part, mse_cfg: Path, common: dict[str, Any], data: dict[str, Any], scale: float,
+    group: str,
+) -> str:  # fmt: skip
+    """The MSE codec's stage 2 config beside ``mse_cfg`` (where `mvmic sweep` finds it): codec
+    frozen, task net fine-tuned on its decoded images with stage 2's budget, the fair
+    counterpart of MVMICNet's, recorded as ``<codec>+ft``. Returns the codec's name."""
+    from mvmic.evaluation.methods import FT_SUFFIX
+
+    codec = yaml.safe_load(mse_cfg.read_text())["model"]["init_args"]["codec"]
+    write_config(
+        part.codec_config.replace(".yaml", "_stage2.yaml"),
+        mse_cfg.with_name(f"{mse_cfg.stem}_stage2.yaml"),
+        model={**part.codec_model, **common, **part.stage2, "codec": codec,
+               "method": f"{codec}{FT_SUFFIX}"},
+        data=data,
+        max_steps=scaled_steps(part.steps["stage2"], scale),
+        run_dir=None,
+        group=group,
+    )  # fmt: skip
+    return codec
+
+
 def steps_per_epoch(data: dict[str, Any]) -> int:
     """Training batches per epoch of a config's ``data:`` section (set up without a trainer, so
     nothing is written)."""
     key = json.dumps(data, sort_keys=True)
     if key not in _STEPS_PER_EPOCH:
-        from importlib import import_module
-
-        module, _, name = data["class_path"].rpartition(".")
-        dm = getattr(import_module(module), name)(**data.get("init_args", {}))
+        dm = _datamodule(data)
         dm.setup("fit")
         _STEPS_PER_EPOCH[key] = max(1, len(dm.train_dataloader()))
     return _STEPS_PER_EPOCH[key]
+
+
+def data_channels(base: str, data: dict[str, Any]) -> int:
+    """Image channels of the dataset ``configs/<base>`` reads with ``data`` (its root): 1 when
+    every image is single-channel (CT, X-ray, MR: the data module's ``in_channels: auto``),
+    else 3. The benchmark then builds 1- or 3-channel codecs and task nets to match."""
+    from mvmic.cli_lightning import load_config
+
+    section = load_config(REPO / "configs" / base)["data"]
+    section.setdefault("init_args", {}).update({**data, "in_channels": "auto"})
+    return int(_datamodule(section).in_channels)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 # The public curves API, importable from here as it was from ``mvmic.curves``.
 from mvmic.evaluation.bd import BDCell, bd_cell, bd_table, upper_envelope
+from mvmic.evaluation.bootstrap import DRAWS
+from mvmic.evaluation.liu_table import write_liu_tables
 from mvmic.evaluation.methods import DEFAULT_METRICS, Method, choose_anchor, load_methods
 from mvmic.evaluation.plots import CurvesResult, draw_curves, plot_metric
 from mvmic.evaluation.tables import format_csv, format_markdown
@@ -63,6 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="BD-rate of a curve whose metric is not monotone in rate: use its upper envelope "
         "(default: n/a)",
     )
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=DRAWS,
+        help="bootstrap resamples of the test images for 95 %% intervals of points and "
+        "BD-rates (records with per-image statistics; 0: none)",
+    )
+    p.add_argument(
+        "--table_methods",
+        default=None,
+        help="3D records: the methods (comma-separated names) of Liu et al.'s Table 1 layout "
+        "(liu_table_<dataset>.md; default: every record with per-volume scores)",
+    )
     p.add_argument("--wandb", action="store_true", help="also log the curves to W&B (offline)")
     p.add_argument("--wandb_project", default="mvmic")
     p.add_argument("--wandb_group", default=None)
@@ -75,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
-        result = draw_curves(args.results_dir, args.out, args.anchor, metrics, args.envelope)
+        result = draw_curves(
+            args.results_dir, args.out, args.anchor, metrics, args.envelope, args.draws
+        )
     except (FileNotFoundError, ValueError) as err:
         print(f"mvmic curves: {err}", file=sys.stderr)
         return 2
@@ -83,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in result.pngs:
         print(f"wrote {path}")
     print(f"wrote {result.md_path}\nwrote {result.csv_path}")
+    names = args.table_methods.split(",") if args.table_methods else None
+    for path in write_liu_tables(args.results_dir, args.out or args.results_dir / "curves", names):
+        print(f"\n{path.read_text()}wrote {path}")
     if args.wandb:
         run_dir = log_curves_to_wandb(
             result, project=args.wandb_project, group=args.wandb_group, wandb_dir=args.wandb_dir

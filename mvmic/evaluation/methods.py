@@ -27,6 +27,17 @@ METRIC_SHORT = {
     "dice": "Dice",
     "map": "mAP",
 }
+#: Suffix of a method whose task net was fine-tuned on that codec's decoded images (the fair
+#: anchors of ``mvmic anchors --finetune``: ``hevc+ft``; the MSE codec's stage 2:
+#: ``mbt2018-mean+ft``). It shares its codec's colour on the curves, with another line style.
+FT_SUFFIX = "+ft"
+
+
+def family(name: str) -> str:
+    """The codec a method belongs to: ``hevc`` for ``hevc`` and ``hevc+ft``."""
+    return name.removesuffix(FT_SUFFIX)
+
+
 #: Preferred default BD reference, first one present wins (BPG/HEVC intra is the usual anchor).
 DEFAULT_ANCHORS = ("hevc", "bpg", "jpeg2000", "jpeg", "webp", "avif")
 

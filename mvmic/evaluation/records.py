@@ -122,8 +122,21 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
+        f.write(_dumps(data))
     os.replace(tmp, path)
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    """Indented JSON, except each point's per-image statistics: one compact line per point
+    (indented, 100 images' confusion counts would take a thousand lines)."""
+    results = data.get("results") or {}
+    stats = results.get("per_image")
+    if not stats:
+        return json.dumps(data, indent=2)
+    marker = "__mvmic_per_image__"
+    text = json.dumps({**data, "results": {**results, "per_image": marker}}, indent=2)
+    lines = ",\n".join("      " + json.dumps(s, separators=(",", ":")) for s in stats)
+    return text.replace(f'"{marker}"', "[\n" + lines + "\n    ]", 1)
 
 
 #: Method-name prefixes that mark an anchor (standard codecs and λ_t = 0 learned codecs); a

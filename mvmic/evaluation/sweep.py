@@ -71,14 +71,11 @@ def step_status(run_dir: Path, stage: str) -> str:
 
 
 def _load_yaml(config: str) -> tuple[Path, dict[str, Any]]:
-    import yaml
-
+    """The config's path and its composed content (defaults and sub-files applied)."""
     from mvmic.cli import resolve_config
+    from mvmic.cli_lightning import load_config
 
-    path = Path(resolve_config(config))
-    if not path.is_file():
-        raise FileNotFoundError(f"config {config} not found (looked at {path} and in configs/)")
-    return path, yaml.safe_load(path.read_text()) or {}
+    return Path(resolve_config(config)), load_config(config)
 
 
 def retarget_trainer(
@@ -338,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mvmic.evaluation.curves import main as curves_main
 
         curves_args = [str(results_dir)] + (["--anchor", args.anchor] if args.anchor else [])
+        curves_args += ["--draws", "0"]  # a quick redraw; `mvmic curves` adds the intervals
         if not args.no_wandb:
             group = args.group or Path(args.root).resolve().name
             curves_args += ["--wandb", "--wandb_group", group, "--wandb_dir", str(args.root)]

@@ -92,3 +92,30 @@ def log_curves_to_wandb(
     if own:
         run.finish()
     return run_dir
+
+
+def log_images_to_wandb(
+    images: dict[str, Path],
+    project: str = "mvmic",
+    wandb_dir: str | Path | None = None,
+    job_type: str = "figures",
+) -> str | None:
+    """Log PNG files as ``wandb.Image`` media under their keys, in a run of their own
+    (offline unless ``WANDB_MODE`` says otherwise). Returns the run's local directory."""
+    try:
+        import wandb
+    except ImportError:
+        print("wandb not installed; skipping the W&B images", file=sys.stderr)
+        return None
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run = wandb.init(
+        project=project,
+        job_type=job_type,
+        dir=str(wandb_dir) if wandb_dir else None,
+        settings=wandb.Settings(console="off"),
+    )
+    run.log({key: wandb.Image(str(path)) for key, path in images.items()})
+    run_dir = str(Path(run.dir).parent)
+    run.finish()
+    return run_dir

@@ -99,9 +99,9 @@ class BaseModule(LightningModule):
         return getattr(dm, "dataset_name", "dataset")
 
     def configure_callbacks(self):
-        from mvmic.callbacks import ImagePanels, ResultsWriter
+        from mvmic.callbacks import DataChannels, ImagePanels, ResultsWriter
 
-        return [ImagePanels(), ResultsWriter()]
+        return [DataChannels(), ImagePanels(), ResultsWriter()]
 
     @property
     def description(self) -> str:
@@ -164,6 +164,19 @@ class BaseModule(LightningModule):
             + ". The last checkpoint saved before this step is intact; lower the learning "
             "rate or enable gradient clipping (--trainer.gradient_clip_val)."
         )
+
+    def task_training_step(self, images: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """One training step of the task network alone, on ``images``: the uncompressed
+        batch (TaskModule) or what a frozen codec decodes (MVMICNet stage 2).
+
+        The loss is checked finite and logged as ``train_loss`` and ``train_<term>``.
+        """
+        loss, terms = self.task.loss(images, batch)
+        self.check_finite(loss, terms)
+        bs = len(images)
+        self.log("train_loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict({f"train_{k}": v for k, v in terms.items()}, batch_size=bs)
+        return loss
 
     def log_stage_metrics(self, stage: str) -> dict[str, float]:
         """Compute, log and reset the stage's metrics; return them as record fields."""

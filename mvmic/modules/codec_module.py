@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mvmic.evaluation.image_stats import StatsCollector
+from mvmic.evaluation.liu_table import VolumeScores
 from mvmic.metrics import likelihoods_bpp
 from mvmic.modules.base import BaseModule
 
@@ -71,6 +73,12 @@ class CodecModule(BaseModule):
             x, decoded, preds = x[:, :, mid], decoded[:, :, mid], preds[:, mid]
             batch = {"mask": batch["mask"][:, mid]}
         panel: dict[str, Any] = {"image": x.detach(), "prediction": preds, "batch": batch}
+        testing = self._trainer is None or self.trainer.testing  # validation stays cheap
+        if self.codec is not None and self.codec.spatial_dims == 2 and testing:
+            from mvmic.codecs.bit_map import bit_map
+
+            # where the bits go, for the panel's first images only (one extra codec pass)
+            panel["bits"] = bit_map(self.codec, x[:4].detach())
         if self.codec is not None and self.codec.decodes_image:
             panel["reconstruction"] = decoded.detach()
         elif self.codec is not None:
@@ -87,11 +95,15 @@ class CodecModule(BaseModule):
         self._per_image = dict.fromkeys(PER_IMAGE, 0.0)
         self._n_images = 0
         self._size: tuple[int, ...] = ()
+        # per-image sufficient statistics: the record's error bars (mvmic.evaluation.bootstrap)
+        self._stats = StatsCollector(self.task)
+        self._volumes = VolumeScores(self.task)  # 3D: per-volume Dice/IoU (Liu's Table 1)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Real bits: every image (volume) goes compress → bytes → decompress → task."""
         x = batch["image"]
         npix = math.prod(x.shape[2:])
+        nbytes = None
         if not self.transmits:  # the raw samples are what would be sent
             decoded = x
             raw = torch.tensor(8.0 * x.shape[1])
@@ -99,14 +111,15 @@ class CodecModule(BaseModule):
                 for key in ("bpp", "bpp_est", "bpp_container"):
                     self.test_extra[key].update(raw)
         else:
-            parts = []
+            parts, nbytes = [], []
             for xi, est in zip(x.split(1), self.bpp_estimates(x)):
-                out, bitstream, nbytes = self.transmit(xi, times=self._per_image)
+                out, bitstream, file_bytes = self.transmit(xi, times=self._per_image)
                 parts.append(out)
+                nbytes.append(bitstream.payload_bytes)
                 self._per_image["bytes"] += bitstream.payload_bytes
-                self._per_image["file_bytes"] += nbytes
+                self._per_image["file_bytes"] += file_bytes
                 self.test_extra["bpp"].update(torch.tensor(8.0 * bitstream.payload_bytes / npix))
-                self.test_extra["bpp_container"].update(torch.tensor(8.0 * nbytes / npix))
+                self.test_extra["bpp_container"].update(torch.tensor(8.0 * file_bytes / npix))
                 self.test_extra["bpp_est"].update(est)
             decoded = torch.cat(parts)
         t0 = time.perf_counter()
@@ -115,6 +128,8 @@ class CodecModule(BaseModule):
         self._n_images += len(x)
         self._size = tuple(x.shape[2:])
         self.task.update_metrics(self.test_metrics, preds, batch)
+        self._stats.update(preds, batch, nbytes)
+        self._volumes.update(preds, batch, nbytes)
         self.update_quality("test", x, decoded)
         if batch_idx == 0:
             self.set_panel(x, decoded, preds, batch)
@@ -133,6 +148,12 @@ class CodecModule(BaseModule):
             "pixels": math.prod(self._size),
             **self.operating_point(),
         }
+        stats = self._stats.result()
+        if stats is not None:
+            self.test_point["per_image"] = stats
+        volumes = self._volumes.result()
+        if volumes is not None:
+            self.test_point["per_volume"] = volumes
 
     # -- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from torchmetrics import MetricCollection
 
 from mvmic import validation as check
 from mvmic.codecs import HYPERPRIOR_MODELS, build_codec
+from mvmic.codecs.light import ANALYSES
 from mvmic.losses import DISTORTIONS, RateDistortionAccuracyLoss
 from mvmic.metrics import image_quality_metrics, likelihoods_bpp, rate_metrics
 from mvmic.modules.checkpoints import load_checkpoint
@@ -27,6 +28,10 @@ class MVMICNet(CodecModule):
             network (see :class:`~mvmic.modules.task.TaskModule`).
         codec: ``bmshj2018-hyperprior``, ``mbt2018-mean`` or ``cheng2020-anchor``.
         N, M: codec widths (cheng2020-anchor uses N only).
+        codec_analysis: the codec's encoder side: ``full`` (CompressAI's) or ``light``, an
+            asymmetric codec whose analysis costs ~35× fewer operations on the edge device,
+            with the same decoder and file format (see ``mvmic.codecs.light``). A light codec
+            started from a full codec's ``init_codec`` takes its decoder side only.
         stage: 1 (joint training) or 2 (task fine-tuning on decoded images, codec frozen).
         lmbda_d, lmbda_t, distortion: the loss (see ``RateDistortionAccuracyLoss``).
         freeze_task: stage 1 only: keep the task network fixed (eval mode, no gradients).
@@ -60,6 +65,7 @@ class MVMICNet(CodecModule):
         codec: str = "bmshj2018-hyperprior",
         N: int = 128,
         M: int = 192,
+        codec_analysis: str = "full",
         stage: int = 1,
         lmbda_d: float = 0.0067,
         lmbda_t: float = 1.0,
@@ -77,6 +83,7 @@ class MVMICNet(CodecModule):
         check.task_network(task, arch, encoder, num_classes, in_channels, task_weights)
         check.one_of("--model.codec", codec, HYPERPRIOR_MODELS, "a codec")
         check.each(check.positive_int, "--model", N=N, M=M)
+        check.one_of("--model.codec_analysis", codec_analysis, ANALYSES, "an analysis")
         check.one_of("--model.stage", stage, (1, 2), "a stage")
         check.each(check.non_negative, "--model", lmbda_d=lmbda_d, lmbda_t=lmbda_t)
         check.one_of("--model.distortion", distortion, DISTORTIONS, "a distortion")
@@ -94,7 +101,7 @@ class MVMICNet(CodecModule):
     # -- building ---------------------------------------------------------------------
     def configure_models(self) -> None:
         hp = self.hparams
-        codec_kwargs = {"N": hp.N, "in_channels": hp.in_channels}
+        codec_kwargs = {"N": hp.N, "in_channels": hp.in_channels, "analysis": hp.codec_analysis}
         if hp.codec != "cheng2020-anchor":
             codec_kwargs["M"] = hp.M
         self.codec = build_codec(hp.codec, **codec_kwargs)
@@ -215,12 +222,8 @@ class MVMICNet(CodecModule):
         x = batch["image"]
         bs = len(x)
         if self.codec_frozen:
-            x_hat = self.codec.reconstruct(x)  # exactly what decoding the bitstream returns
-            loss, terms = self.task.loss(x_hat, batch)
-            self.check_finite(loss, terms)
-            self.log("train_loss", loss, prog_bar=True, batch_size=bs)
-            self.log_dict({f"train_{k}": v for k, v in terms.items()}, batch_size=bs)
-            return loss
+            # exactly what decoding the bitstream returns
+            return self.task_training_step(self.codec.reconstruct(x), batch)
         out = self.codec(x)
         task_loss = None
         if self.hparams.lmbda_t > 0:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from mvmic import validation as check
+from mvmic.evaluation.image_stats import StatsCollector
 from mvmic.modules.base import BaseModule
 
 
@@ -60,17 +61,15 @@ class TaskModule(BaseModule):
         )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, terms = self.task.loss(batch["image"], batch)
-        self.check_finite(loss, terms)
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["image"]))
-        self.log_dict({f"train_{k}": v for k, v in terms.items()}, batch_size=len(batch["image"]))
-        return loss
+        return self.task_training_step(batch["image"], batch)
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, metrics, prefix: str) -> None:
         x = batch["image"]
         loss, _ = self.task.loss(x, batch)
         preds = self.task.predict(x)
         self.task.update_metrics(metrics, preds, batch)
+        if prefix == "test":
+            self._stats.update(preds, batch)
         self.log(f"{prefix}_loss", loss, prog_bar=True, batch_size=len(x))
         if batch_idx == 0:
             self.panel = {"image": x, "prediction": preds, "batch": batch}
@@ -81,6 +80,10 @@ class TaskModule(BaseModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, self.test_metrics, "test")
 
+    def on_test_epoch_start(self) -> None:
+        # per-image sufficient statistics: the record's error bars (mvmic.evaluation.bootstrap)
+        self._stats = StatsCollector(self.task)
+
     def on_validation_epoch_end(self) -> None:
         self.log_stage_metrics("val")
 
@@ -88,6 +91,9 @@ class TaskModule(BaseModule):
         record = self.log_stage_metrics("test")
         # Uncompressed: 8 bits per sample per channel; no reconstruction error to report.
         self.test_point = {"bpp": 8.0 * self.hparams.in_channels, **record, "stage": 0}
+        stats = self._stats.result()
+        if stats is not None:
+            self.test_point["per_image"] = stats
 
     @property
     def method_name(self) -> str:

@@ -13,9 +13,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -25,229 +23,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from mvmic.serve import api
 from mvmic.serve.api import Refusal, Settings, read_token
+from mvmic.serve.batching import MicroBatcher
+from mvmic.serve.protocol import Body, multipart, negotiate, refusal_response
 
 if TYPE_CHECKING:
     from mvmic.serve.inference import Decoded, Prediction, Service
 
-#: a refused body is read (and dropped) up to this many bytes, so the client, which sends its
-#: whole body before it reads the answer, gets the JSON refusal rather than a reset connection
-DRAIN_BYTES = 1 << 20
-DRAIN_SECONDS = 2.0
 log = logging.getLogger("mvmic.serve")
-
-
-def refusal_response(r: Refusal, close: bool = False) -> JSONResponse:
-    headers = dict(r.headers)
-    if close:
-        headers["Connection"] = "close"
-    return JSONResponse({"error": r.error, "detail": r.detail}, r.status, headers=headers)
-
-
-# -- Accept ------------------------------------------------------------------------------
-def negotiate(accept: str | None, offers: list[str]) -> str | None:
-    """The first of ``offers`` with the highest quality in an ``Accept`` header (None: none)."""
-    if not accept or not accept.strip():
-        return offers[0] if offers else None
-    ranges = []
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for p in params:
-            key, _, value = p.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        ranges.append((media.lower(), q))
-    best, best_q = None, 0.0
-    for offer in offers:
-        kind = offer.split("/")[0]
-        # the most specific range that matches decides the offer's quality (RFC 9110)
-        matches = [(3 if m == offer else 2 if m == f"{kind}/*" else 1, q) for m, q in ranges
-                   if m in (offer, f"{kind}/*", "*/*")]  # fmt: skip
-        if matches:
-            q = max(matches)[1]
-            if q > best_q:
-                best, best_q = offer, q
-    return best
-
-
-def multipart(parts: list[tuple[bytes, str, str]]) -> tuple[bytes, str]:
-    """A ``multipart/mixed`` body of ``(data, media type, file name)`` parts (RFC 2046)."""
-    while True:
-        boundary = secrets.token_hex(16)
-        if not any(boundary.encode() in data for data, _, _ in parts):
-            break
-    out = bytearray()
-    for data, media, name in parts:
-        out += f"--{boundary}\r\nContent-Type: {media}\r\n".encode()
-        out += f'Content-Disposition: attachment; filename="{name}"\r\n'.encode()
-        out += f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/mixed; boundary={boundary}"
-
-
-# -- the request body --------------------------------------------------------------------
-class Body:
-    """Reads a request body under a size limit and a deadline, counting as it goes."""
-
-    def __init__(self, request: Request, max_bytes: int, timeout: float) -> None:
-        self.request, self.max_bytes, self.timeout = request, max_bytes, timeout
-        self.complete = False
-        self.timed_out = False
-        self.read_ms = 0.0
-
-    def _declared(self) -> int | None:
-        value = self.request.headers.get("content-length")
-        if value is None:
-            return None
-        if not value.isdigit():
-            raise Refusal(400, "bad_request", f"Content-Length {value!r} is not a number")
-        return int(value)
-
-    async def read(self) -> bytes:
-        """The whole body, or a :class:`Refusal`: 413 as soon as it is too long, 408 late."""
-        declared = self._declared()
-        if declared is not None and declared > self.max_bytes:
-            raise Refusal(
-                413,
-                "too_large",
-                f"body of {declared} bytes exceeds this server's limit of {self.max_bytes} "
-                "bytes (mvmic serve --max-bytes)",
-            )
-        t0 = time.perf_counter()
-        buf = bytearray()
-        try:
-            async with asyncio.timeout(self.timeout):
-                async for chunk in self.request.stream():
-                    buf += chunk
-                    if len(buf) > self.max_bytes:
-                        raise Refusal(
-                            413,
-                            "too_large",
-                            f"body exceeds this server's limit of {self.max_bytes} bytes "
-                            "(mvmic serve --max-bytes); stopped reading there",
-                        )
-        except TimeoutError:
-            self.timed_out = True
-            raise Refusal(
-                408,
-                "timeout",
-                f"the body did not arrive within {self.timeout:g} s "
-                f"({len(buf)} bytes received); send it faster or raise mvmic serve --timeout",
-            ) from None
-        except ClientDisconnect:
-            raise Refusal(400, "client_disconnected", "the client went away mid-body") from None
-        self.complete = True
-        self.read_ms = 1e3 * (time.perf_counter() - t0)
-        return bytes(buf)
-
-    async def drain(self) -> None:
-        """Read and drop what is left of a refused body, within bounds (see DRAIN_BYTES)."""
-        if self.complete or self.timed_out:  # a slow client is not waited for twice
-            return
-        declared = self._declared_quiet()
-        if declared is not None and declared > DRAIN_BYTES:
-            return  # too much to swallow: the connection is closed instead
-        seen = 0
-        try:
-            async with asyncio.timeout(DRAIN_SECONDS):
-                async for chunk in self.request.stream():
-                    seen += len(chunk)
-                    if seen > DRAIN_BYTES:
-                        return
-        except (TimeoutError, ClientDisconnect, RuntimeError):
-            return  # RuntimeError: the stream was consumed, or broken off by a Refusal
-        self.complete = True
-
-    def _declared_quiet(self) -> int | None:
-        try:
-            return self._declared()
-        except Refusal:
-            return None
-
-
-# -- micro-batching ----------------------------------------------------------------------
-class MicroBatcher:
-    """Collects decoded requests for up to ``max_wait`` s (or ``max_batch`` of them) and runs
-    the task network once per group of equal shapes. Decoding stays one request at a time:
-    the entropy decoder is only bit-exact at batch 1."""
-
-    def __init__(
-        self, service: Service, executor: ThreadPoolExecutor, max_batch: int, max_wait: float
-    ) -> None:
-        self.service, self.executor = service, executor
-        self.max_batch, self.max_wait = max_batch, max_wait
-        self.pending: deque[tuple[Decoded, asyncio.Future, float]] = deque()
-        self.arrived = asyncio.Event()
-        self.task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-
-    async def submit(self, decoded: Decoded) -> tuple[Prediction, float]:
-        """The prediction for ``decoded`` and the ms it waited for its batch."""
-        fut = asyncio.get_running_loop().create_future()
-        self.pending.append((decoded, fut, time.perf_counter()))
-        self.arrived.set()
-        return await fut
-
-    async def _next_batch(self) -> list[tuple[Decoded, asyncio.Future, float]]:
-        while not self.pending:
-            self.arrived.clear()
-            await self.arrived.wait()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait
-        batch = [self.pending.popleft()]
-        while len(batch) < self.max_batch:
-            if self.pending:
-                batch.append(self.pending.popleft())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self.arrived.clear()  # no await since the check above: nothing can slip between
-            try:
-                await asyncio.wait_for(self.arrived.wait(), remaining)
-            except TimeoutError:
-                break
-        return batch
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._next_batch()
-            groups: dict[tuple, list] = {}
-            for item in batch:
-                key = (tuple(item[0].tensor.shape[1:]), item[0].volume)
-                groups.setdefault(key, []).append(item)
-            for group in groups.values():
-                started = time.perf_counter()
-                try:
-                    preds = await loop.run_in_executor(
-                        self.executor, self.service.predict, [d for d, _, _ in group]
-                    )
-                except Exception as err:  # noqa: BLE001 - handed to each waiting request
-                    for _, fut, _ in group:
-                        if not fut.done():
-                            fut.set_exception(err)
-                    continue
-                for (_, fut, queued), pred in zip(group, preds):
-                    if not fut.done():  # its client may have gone
-                        fut.set_result((pred, 1e3 * (started - queued)))
 
 
 # -- the app -----------------------------------------------------------------------------
@@ -472,13 +257,15 @@ def _offers(service: Service, decoded: Decoded) -> list[str]:
 
 
 def _answer(pred: Prediction, media: str) -> tuple[bytes, str, str]:
-    from mvmic.serve import inference as answers
+    """The answer's bytes: the files ``mvmic decompress --task`` writes (one PNG frame, or
+    a NIfTI volume with an identity affine, which the client replaces with its source's)."""
+    from mvmic.io.task_outputs import detections_json, mask_files
 
     if media == api.JSON:
-        return answers.detections_json(pred.detections), api.JSON, "detections.json"
+        return detections_json(pred.detections), api.JSON, "detections.json"
     if media == api.PNG:
-        return answers.mask_png(pred.mask), api.PNG, "mask.png"
-    return answers.mask_nifti(pred.mask), api.NIFTI, "mask.nii.gz"
+        return mask_files(pred.mask[:1], ".png")[0], api.PNG, "mask.png"
+    return mask_files(pred.mask, ".nii.gz")[0], api.NIFTI, "mask.nii.gz"
 
 
 def app_from_env() -> FastAPI:

@@ -2,8 +2,9 @@
 
 :class:`Service` wraps a module loaded by the safe checkpoint loader. It turns a request body
 (a ``.mvmic`` container, or a PNG/JPEG upload for the baseline) into what the task network
-reads, runs the task (on one item, or on a micro-batch of decoded items), and encodes the
-answer (PNG or NIfTI mask, detection JSON, the reconstruction). Every refusal is a
+reads, runs the task (on one item, or on a micro-batch of decoded items), and returns what
+the answer is made of (masks and detections are encoded by :mod:`mvmic.io.task_outputs`, the
+writer of ``mvmic decompress --task``; the reconstruction here). Every refusal is a
 :class:`Refusal` carrying the HTTP status; nothing here knows about HTTP beyond that number.
 
 The decode → predict path is ``codec.decompress`` followed by the module's ``task_output``,
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import math
 import tempfile
 import time
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from mvmic.codecs import base as codec_base
 from mvmic.codecs.bitstream import Bitstream, BitstreamError
+from mvmic.io.task_outputs import detection_records, mask_codes
 from mvmic.serve.api import (  # noqa: F401 - re-exported: the service's vocabulary
     JPEG,
     JSON,
@@ -252,16 +253,10 @@ class Service:
         for t in tensors:
             n = t.shape[0]
             if isinstance(out, Tensor):  # class indices: F×H×W, or B×D×H×W for volumes
-                mask = out[start : start + n].cpu().numpy()
-                mask = mask.reshape(-1, *mask.shape[-2:])
-                mask = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16)
+                mask = mask_codes(out[start : start + n])
                 results.append(Prediction(mask=mask, task_ms=ms, batch_size=len(items)))
             else:
-                keys = ("boxes", "labels", "scores")
-                dets = [
-                    {k: p[k].detach().cpu().tolist() for k in keys if k in p}
-                    for p in out[start : start + n]
-                ]
+                dets = detection_records(list(out[start : start + n]))
                 results.append(Prediction(detections=dets, task_ms=ms, batch_size=len(items)))
             start += n
         return results
@@ -278,30 +273,9 @@ class Service:
 
 
 # -- answers ----------------------------------------------------------------------------
-def mask_png(mask: np.ndarray) -> bytes:
-    """One mask frame (1×H×W) as a PNG: uint8, or uint16 above 255 classes."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(mask[0]).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def mask_nifti(mask: np.ndarray) -> bytes:
-    """Mask frames (N×H×W) as a gzipped NIfTI-1 volume, in mvmic's one axis convention
-    (:func:`mvmic.io.frames_to_nifti`) and with an identity affine, as
-    ``mvmic decompress --task mask.nii.gz`` writes it; the client, which keeps the source
-    file, puts its affine back."""
-    import nibabel as nib
-
-    from mvmic.io import frames_to_nifti
-
-    img = nib.Nifti1Image(frames_to_nifti(mask), np.eye(4))
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
-
-
 def read_mask(data: bytes, media_type: str) -> np.ndarray:
-    """The N×H×W mask of a PNG or NIfTI answer (what :func:`mask_png`/:func:`mask_nifti` made)."""
+    """The N×H×W mask of a PNG or NIfTI answer (what :func:`mvmic.io.task_outputs.mask_files`
+    made)."""
     if media_type == PNG:
         from PIL import Image
 
@@ -313,11 +287,6 @@ def read_mask(data: bytes, media_type: str) -> np.ndarray:
     img = nib.Nifti1Image.from_bytes(gzip.decompress(data))
     a = np.asanyarray(img.dataobj)
     return nifti_to_frames(a[..., None] if a.ndim == 2 else a)
-
-
-def detections_json(dets: list[dict[str, list]]) -> bytes:
-    """One dict per frame ``{"boxes", "labels", "scores"}``; a single frame is the dict itself."""
-    return json.dumps(dets[0] if len(dets) == 1 else dets).encode()
 
 
 def reconstruction(decoded: Decoded) -> tuple[bytes, str, str]:

@@ -14,7 +14,6 @@ itself (their ``/healthz`` says 503 until it is loaded).
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import socket
@@ -24,20 +23,10 @@ from pathlib import Path
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from mvmic.cli_common import Parser, UsageError  # no PyTorch: see mvmic.cli_common
 from mvmic.serve.api import Settings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-class UsageError(ValueError):
-    """Bad usage or input of ``mvmic serve``: one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    # mvmic.coding has the same parser; importing it would load PyTorch into the supervisor
-    # of a multi-worker server, which needs none (about 1 GB of memory).
-    def error(self, message: str) -> None:
-        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _request_timeout() -> float:
@@ -97,7 +86,7 @@ def _positive(name: str, value: float, zero: bool = False) -> None:
 
 def _load_service(ckpt: str):  # noqa: ANN202 - a Service (imported late: PyTorch)
     """The checkpoint, loaded safely and warmed up; a UsageError for a bad one."""
-    from mvmic.coding import load_model
+    from mvmic.cli_common import load_model
     from mvmic.serve.inference import Service
 
     try:
@@ -141,7 +130,7 @@ def _serve_cli(argv: list[str]) -> int:
     from mvmic.serve.api import read_token
     from mvmic.serve.app import create_app
 
-    parser = _Parser(
+    parser = Parser(
         prog="mvmic serve",
         description="Serve a checkpoint over HTTP: POST a .mvmic to /v1/infer, get the task "
         "output (see docs/remote_inference.md).",

@@ -29,12 +29,25 @@ class TaskNet(nn.Module):
         """Eval-mode predictions in the form :meth:`update_metrics` takes."""
         raise NotImplementedError
 
-    def build_metrics(self) -> MetricCollection:
-        """A fresh collection of the task's metrics (modules clone it per stage)."""
+    def build_metrics(self, sync: bool = True) -> MetricCollection:
+        """A fresh collection of the task's metrics (modules clone it per stage).
+
+        ``sync=False``: computed on this process alone (one image's metric for a panel, which
+        DDP draws on rank 0 only, must not wait on a collective the other ranks never join).
+        """
         raise NotImplementedError
 
     def update_metrics(self, metrics: MetricCollection, preds: Any, batch: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def stats_header(self) -> dict[str, Any] | None:
+        """What per-image statistics this task keeps (see :mod:`mvmic.evaluation.image_stats`):
+        ``kind`` and how each record metric is reduced; None: none (no error bars)."""
+        return None
+
+    def image_stats(self, preds: Any, batch: dict[str, Any]) -> list[Any]:
+        """One JSON-able entry of sufficient statistics per image of the batch."""
+        return []
 
     def record(self, computed: dict[str, Tensor]) -> dict[str, float]:
         """Results-record fields from ``metrics.compute()`` (keys without a stage prefix)."""

@@ -84,6 +84,9 @@ class DetectionNet(TaskNet):
         num_classes: classes including background (ChestX-Det: 13 + 1).
         weights: optional local weights file (torchvision state dict or an mvmic checkpoint).
         min_size, max_size: the detector's internal resize (GeneralizedRCNNTransform).
+        train_resize: also resize training images to ``min_size`` (torchvision's default).
+            ``False`` when the data module trains on crops (``data.train_crop``): the crops
+            then keep the scale of the whole evaluation images and cost only their own pixels.
         loss_weights: weight per torchvision loss term (``loss_classifier``, ``loss_box_reg``,
             ``loss_objectness``, ``loss_rpn_box_reg``, and ``loss_mask`` for Mask R-CNN);
             missing terms weigh 1.
@@ -110,6 +113,7 @@ class DetectionNet(TaskNet):
         trainable_backbone_layers: int | None = None,
         anchor_sizes: list[int] | None = None,
         score_threshold: float = 0.3,
+        train_resize: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -146,6 +150,8 @@ class DetectionNet(TaskNet):
             trainable_backbone_layers=trainable_backbone_layers,
             **kwargs,
         )
+        # torchvision's own switch (its reference scripts' large-scale jitter resizes in data).
+        self.model.transform._skip_resize = not train_resize
         if in_channels != 3:
             _adapt_first_conv(self.model.backbone, in_channels)
         if anchor_sizes is not None:
@@ -224,7 +230,7 @@ class DetectionNet(TaskNet):
                 m.training = was
 
     # ------------------------------------------------------------------ metrics
-    def build_metrics(self) -> MetricCollection:
+    def build_metrics(self, sync: bool = True) -> MetricCollection:
         iou_type = ("bbox", "segm") if self.with_masks else "bbox"
         # COCO's own thresholds in float64: torchmetrics' defaults come from a float32
         # linspace (0.30000001 instead of 0.3), which shifts mAP by ~1e-3 against cocoeval
@@ -238,6 +244,7 @@ class DetectionNet(TaskNet):
                     iou_type=iou_type,
                     iou_thresholds=iou_thrs,
                     rec_thresholds=rec_thrs,
+                    sync_on_compute=sync,
                 )
             }
         )
@@ -245,6 +252,27 @@ class DetectionNet(TaskNet):
     def update_metrics(
         self, metrics: MetricCollection, preds: list[dict[str, Tensor]], batch: dict[str, Any]
     ) -> None:
+        metrics.update(*self._metric_inputs(preds, batch))
+
+    def stats_header(self) -> dict[str, Any]:
+        m = self.build_metrics()["map"]
+        thrs = {"iou_thrs": list(m.iou_thresholds), "rec_thrs": list(m.rec_thresholds)}
+        return {"kind": "coco", **thrs, "max_dets": int(m.max_detection_thresholds[-1])}
+
+    def image_stats(self, preds: list[dict[str, Tensor]], batch: dict[str, Any]) -> list[Any]:
+        """Box matches per image (pycocotools, as the record's mAP matches them)."""
+        from mvmic.evaluation.image_stats import coco_image_stats
+
+        if not hasattr(self, "_stats_metric"):
+            self._stats_metric = self.build_metrics(sync=False)["map"]
+        return [
+            coco_image_stats(self._stats_metric, p, t)
+            for p, t in zip(*self._metric_inputs(preds, batch))
+        ]
+
+    def _metric_inputs(
+        self, preds: list[dict[str, Tensor]], batch: dict[str, Any]
+    ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
         p_list, t_list = [], []
         for p, t in zip(preds, batch[self.target_key]):
             pd = {"boxes": p["boxes"], "scores": p["scores"], "labels": p["labels"]}
@@ -256,7 +284,7 @@ class DetectionNet(TaskNet):
                 td["masks"] = t["masks"].bool()
             p_list.append(pd)
             t_list.append(td)
-        metrics.update(p_list, t_list)
+        return p_list, t_list
 
     def record(self, computed: dict[str, Tensor]) -> dict[str, float]:
         """``map``, ``map_50``, ``map_75``, ``mar_100`` (+ ``segm_*`` for Mask R-CNN).

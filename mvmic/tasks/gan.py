@@ -69,7 +69,7 @@ class GanSegmentor(TaskNet):
             return sliding_window_inference(x, predictor=self, **self.window).argmax(1)
         return self(x).argmax(1)
 
-    def build_metrics(self) -> MetricCollection:
+    def build_metrics(self, sync: bool = True) -> MetricCollection:
         k = self.num_classes
         return MetricCollection(
             {
@@ -78,8 +78,11 @@ class GanSegmentor(TaskNet):
                     average="none",
                     aggregation_level="samplewise",
                     input_format="index",
+                    sync_on_compute=sync,
                 ),
-                "iou": MeanIoU(num_classes=k, per_class=True, input_format="index"),
+                "iou": MeanIoU(
+                    num_classes=k, per_class=True, input_format="index", sync_on_compute=sync
+                ),
             }
         )
 
@@ -87,6 +90,15 @@ class GanSegmentor(TaskNet):
         self, metrics: MetricCollection, preds: Tensor, batch: dict[str, Any]
     ) -> None:
         metrics.update(preds, batch["mask"].long())
+
+    def stats_header(self) -> dict[str, Any]:
+        rules = {"dice": "dice_samplewise_fg", "iou": "iou_samplewise_fg"}
+        return {"kind": "confusion", "rules": rules}
+
+    def image_stats(self, preds: Tensor, batch: dict[str, Any]) -> list[Any]:
+        from mvmic.evaluation.image_stats import confusion_matrices
+
+        return confusion_matrices(preds, batch["mask"], self.num_classes)
 
     def record(self, computed: dict[str, Tensor]) -> dict[str, float]:
         """``dice``/``iou``: mean over foreground classes; ``dice_<class>``/``iou_<class>``."""

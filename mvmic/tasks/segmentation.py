@@ -145,11 +145,14 @@ class SegmentationNet(TaskNet):
     def predict(self, x: Tensor) -> Tensor:
         return self(x).argmax(1)
 
-    def build_metrics(self) -> MetricCollection:
+    def build_metrics(self, sync: bool = True) -> MetricCollection:
         return MetricCollection(
             {
                 "miou": JaccardIndex(
-                    task="multiclass", num_classes=self.num_classes, average="macro"
+                    task="multiclass",
+                    num_classes=self.num_classes,
+                    average="macro",
+                    sync_on_compute=sync,
                 ),
                 "dice": DiceScore(
                     num_classes=self.num_classes,
@@ -157,6 +160,7 @@ class SegmentationNet(TaskNet):
                     average="macro",
                     aggregation_level="global",
                     input_format="index",
+                    sync_on_compute=sync,
                 ),
             }
         )
@@ -165,6 +169,14 @@ class SegmentationNet(TaskNet):
         self, metrics: MetricCollection, preds: Tensor, batch: dict[str, Any]
     ) -> None:
         metrics.update(preds, batch["mask"].long())
+
+    def stats_header(self) -> dict[str, Any]:
+        return {"kind": "confusion", "rules": {"miou": "jaccard_macro", "dice": "dice_global_fg"}}
+
+    def image_stats(self, preds: Tensor, batch: dict[str, Any]) -> list[Any]:
+        from mvmic.evaluation.image_stats import confusion_matrices
+
+        return confusion_matrices(preds, batch["mask"], self.num_classes)
 
     def render(self, preds: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         palette = PALETTE.to(preds.device)

@@ -108,7 +108,13 @@ def test_finetune_trains_a_copy_on_decoded_images_and_records_codec_ft(colondb_r
     assert tuned["results"]["bpp"] == plain["results"]["bpp"]  # same codec, same images
     # a real fine-tune: the predictions (per-image confusion counts) moved
     assert tuned["results"]["per_image"] != plain["results"]["per_image"]
-    assert plain["task_ckpt"] and tuned["task_ckpt"] is None
+    # the fine-tuned net is saved beside the records, so `mvmic compare` can decode +ft points
+    from mvmic.modules import load_module
+
+    original = load_module(plain["task_ckpt"]).task.state_dict()
+    again = load_module(tuned["task_ckpt"]).task.state_dict()
+    assert tuned["task_ckpt"].endswith("colondb/finetuned/jpeg+ft.ckpt")
+    assert any(not torch.equal(original[k], again[k]) for k in original)
 
 
 def test_finetune_on_codec_leaves_the_original_net_alone():

@@ -228,7 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         codec = registry[name]
         variants = [(name, task, {"task_ckpt": str(Path(args.ckpt_path).resolve())})]
         if train_batches is not None:
-            variants.append(_finetuned(name, task, qualities[name], train_batches, args, volumes))
+            method, tuned, extra = _finetuned(
+                name, task, qualities[name], train_batches, args, volumes
+            )
+            saved = Path(args.results_dir) / dataset / "finetuned" / f"{method}.ckpt"
+            extra["task_ckpt"] = str(save_finetuned(module, tuned, args.ckpt_path, saved))
+            variants.append((method, tuned, extra))
         for method, net, extra in variants:
             for q in qualities[name]:
                 evaluate = evaluate_volume_codec if volumes else evaluate_codec
@@ -310,8 +315,25 @@ def _finetuned(
     )
     info = {"steps": args.finetune, "lr": args.finetune_lr, "seed": args.seed}
     info.update(qualities=list(qualities), first_loss=losses[0], last_loss=losses[-1])
-    # the fine-tuned weights live only in this run: `mvmic compare` cannot decode them again
-    return f"{name}{FT_SUFFIX}", tuned, {"task_ckpt": None, "finetune": info}
+    return f"{name}{FT_SUFFIX}", tuned, {"finetune": info}
+
+
+def save_finetuned(module: Any, tuned: torch.nn.Module, ckpt_path: str, out: Path) -> Path:
+    """The task module of ``ckpt_path`` with ``tuned`` as its task net, as a checkpoint that
+    :func:`mvmic.modules.load_module` rebuilds (so `mvmic compare` can decode ``+ft`` points)."""
+    from mvmic.modules.checkpoints import load_checkpoint
+
+    original_ckpt = load_checkpoint(ckpt_path)
+    original = module.task
+    module.task = tuned
+    try:
+        state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    finally:
+        module.task = original
+    kept = {k: original_ckpt[k] for k in ("mvmic_class", "hyper_parameters") if k in original_ckpt}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**kept, "state_dict": state}, out)
+    return out.resolve()
 
 
 if __name__ == "__main__":

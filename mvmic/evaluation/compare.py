@@ -127,7 +127,7 @@ class Decoder:
         if not ckpt:
             raise ValueError(
                 "it names no checkpoint for this point (records written before `mvmic "
-                "compare` existed, or a fine-tuned net that was not saved); re-run its "
+                "compare` existed, or +ft anchors from before their nets were saved); re-run its "
                 "`mvmic test` or `mvmic anchors`"
             )
         if ckpt not in self._modules:

@@ -99,7 +99,12 @@ def _video_encode(name: str, volume: np.ndarray, quality: float) -> bytes:
     crf = str(max(0, min(51, round(51 - quality))))
     options = {"crf": crf, "preset": "medium"}
     if encoder == "libx265":
-        options["x265-params"] = "log-level=error:pools=none:frame-threads=1:no-wpp=1"
+        # one thread everywhere, lookahead included: with lookahead slices x265's bytes vary
+        # when the CPU is loaded (2 of 30 encodes differed under two parallel jobs)
+        options["x265-params"] = (
+            "log-level=error:pools=none:frame-threads=1:no-wpp=1:"
+            "lookahead-slices=0:lookahead-threads=0"
+        )
     else:
         options["threads"] = "1"
     ctx.options = options

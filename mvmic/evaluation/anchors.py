@@ -25,7 +25,7 @@ import torch
 
 from mvmic.codecs.standard import STANDARD_CODECS, CodecUnavailableError, get_standard_codec
 from mvmic.codecs.volume import VOLUME_CODECS, get_volume_codec
-from mvmic.evaluation.image_stats import StatsCollector
+from mvmic.evaluation.anchor_readout import TaskReadout
 from mvmic.evaluation.provenance import datamodule_spec
 from mvmic.evaluation.records import append_point
 from mvmic.evaluation.volume_anchors import (
@@ -86,13 +86,11 @@ def evaluate_codec(
     from mvmic.metrics import image_quality_metrics
 
     codec = get_standard_codec(codec_name)
-    task_metrics = task.build_metrics()
+    readout = TaskReadout(task)
     quality_metrics = image_quality_metrics()
     totals = {"bpp": 0.0, "bpp_container": 0.0, "bytes": 0.0, "file_bytes": 0.0, "pixels": 0.0}
     totals.update(height=0.0, width=0.0)
     times = {"enc_ms": 0.0, "dec_ms": 0.0, "task_ms": 0.0}
-    stats = StatsCollector(task)
-    n = 0
     for batch in loader:
         x = batch["image"]
         decoded, nbytes = [], []
@@ -117,23 +115,17 @@ def evaluate_codec(
             times["dec_ms"] += 1e3 * (t2 - t1)
             decoded.append(_to_float(out, bit_depth))
         x_hat = torch.stack(decoded).to(x.dtype)
-        t0 = time.perf_counter()
-        preds = task.predict(x_hat)
-        times["task_ms"] += 1e3 * (time.perf_counter() - t0)
-        task.update_metrics(task_metrics, preds, batch)
-        stats.update(preds, batch, nbytes)
+        readout.read(x_hat, batch, nbytes)
         quality_metrics["psnr"].update(x_hat, x)
         quality_metrics["ms-ssim"].update(x_hat, x)
-        n += len(x)
-    if n == 0:
-        raise ValueError("the test split is empty; check data.root and the split fractions")
+    n = readout.check_nonempty()
+    times["task_ms"] = readout.task_ms
     point: dict[str, float] = {"quality": float(quality)}
     point.update({k: v / n for k, v in totals.items()})
     point.update({k: float(v) for k, v in quality_metrics.compute().items()})
-    point.update(task.record(task_metrics.compute()))
+    point.update(readout.record())
     point.update({k: v / n for k, v in times.items()})
-    if stats.result() is not None:  # per-image sufficient statistics: the error bars
-        point["per_image"] = stats.result()
+    point.update(readout.statistics())  # per-image sufficient statistics: the error bars
     return point
 
 

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from mvmic.codecs.volume import VOLUME_CODECS, get_volume_codec
-from mvmic.evaluation.image_stats import StatsCollector
-from mvmic.evaluation.liu_table import VolumeScores
+from mvmic.evaluation.anchor_readout import TaskReadout
 
 #: what ``mvmic anchors`` codes a 3D data module with when ``--codecs`` is not given
 DEFAULT_VOLUME_CODECS = tuple(VOLUME_CODECS)
@@ -58,11 +57,9 @@ def evaluate_volume_codec(
     if bit_depth != 8:
         raise ValueError("volume anchors code 8-bit volumes; run mvmic anchors --bit_depth 8")
     codec = get_volume_codec(codec_name)
-    metrics, psnr = task.build_metrics(), image_quality_metrics()["psnr"]
-    stats, volumes = StatsCollector(task), VolumeScores(task)
+    readout, psnr = TaskReadout(task, volumes=True), image_quality_metrics()["psnr"]
     totals = dict.fromkeys(("bpp", "bytes", "pixels", "depth", "height", "width"), 0.0)
     times = dict.fromkeys(("enc_ms", "dec_ms", "task_ms"), 0.0)
-    n = 0
     for batch in loader:
         x = batch["image"]
         decoded, nbytes = [], []
@@ -82,24 +79,16 @@ def evaluate_volume_codec(
                 totals[key] += size
             decoded.append(torch.from_numpy(out.astype(np.float32) / 255)[None])
         x_hat = torch.stack(decoded).to(x.dtype)
-        t0 = time.perf_counter()
-        preds = task.predict(x_hat)
-        times["task_ms"] += 1e3 * (time.perf_counter() - t0)
-        task.update_metrics(metrics, preds, batch)
-        stats.update(preds, batch, nbytes)
-        volumes.update(preds, batch, nbytes)
+        readout.read(x_hat, batch, nbytes)
         psnr.update(x_hat, x)
-        n += len(x)
-    if n == 0:
-        raise ValueError("the test split is empty; check data.root and the split fractions")
+    n = readout.check_nonempty()
+    times["task_ms"] = readout.task_ms
     point: dict[str, Any] = {"quality": float(quality)}
     point.update({k: v / n for k, v in totals.items()})
     point["bpp_container"] = point["bpp"]  # every byte is counted already
     point["file_bytes"] = point["bytes"]
     point["psnr"] = float(psnr.compute())
-    point.update(task.record(metrics.compute()))
+    point.update(readout.record())
     point.update({k: v / n for k, v in times.items()})
-    if stats.result() is not None:
-        point["per_image"] = stats.result()
-    point["per_volume"] = volumes.result()
+    point.update(readout.statistics())
     return point

@@ -216,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = dm.dataset_name
     root = getattr(dm, "hparams", {}).get("root")
     train_batches = _train_batches(args, rest) if args.finetune else None
+    identity = _checkpoint_identity(args.ckpt_path) if args.finetune else {}
     for name in codecs:
         codec = registry[name]
         variants = [(name, task, {"task_ckpt": str(Path(args.ckpt_path).resolve())})]
@@ -224,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name, task, qualities[name], train_batches, args, volumes
             )
             saved = Path(args.results_dir) / dataset / "finetuned" / f"{method}.ckpt"
-            extra["task_ckpt"] = str(save_finetuned(module, tuned, args.ckpt_path, saved))
+            extra["task_ckpt"] = str(save_finetuned(module, tuned, identity, saved))
             variants.append((method, tuned, extra))
         for method, net, extra in variants:
             for q in qualities[name]:
@@ -310,21 +311,28 @@ def _finetuned(
     return f"{name}{FT_SUFFIX}", tuned, {"finetune": info}
 
 
-def save_finetuned(module: Any, tuned: torch.nn.Module, ckpt_path: str, out: Path) -> Path:
-    """The task module of ``ckpt_path`` with ``tuned`` as its task net, as a checkpoint that
-    :func:`mvmic.modules.load_module` rebuilds (so `mvmic compare` can decode ``+ft`` points)."""
+def _checkpoint_identity(ckpt_path: str) -> dict[str, Any]:
+    """The class and hyperparameters a checkpoint is rebuilt from (read once per run)."""
     from mvmic.modules.checkpoints import load_checkpoint
 
-    original_ckpt = load_checkpoint(ckpt_path)
+    saved = load_checkpoint(ckpt_path)
+    return {k: saved[k] for k in ("mvmic_class", "hyper_parameters") if k in saved}
+
+
+def save_finetuned(
+    module: Any, tuned: torch.nn.Module, identity: dict[str, Any], out: Path
+) -> Path:
+    """``module`` with ``tuned`` as its task net, as a checkpoint (``identity``: the original's
+    class and hyperparameters) that :func:`mvmic.modules.load_module` rebuilds, so `mvmic
+    compare` can decode ``+ft`` points."""
     original = module.task
     module.task = tuned
     try:
         state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     finally:
         module.task = original
-    kept = {k: original_ckpt[k] for k in ("mvmic_class", "hyper_parameters") if k in original_ckpt}
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({**kept, "state_dict": state}, out)
+    torch.save({**identity, "state_dict": state}, out)
     return out.resolve()
 
 

@@ -29,6 +29,21 @@ def test_run_mvmic_returns_or_raises_the_exit_status(tmp_path):
         runner.run_mvmic(["x"], python=false, check=True)
 
 
+def test_a_step_forked_from_the_preloaded_server_gets_the_callers_folder_and_env(tmp_path):
+    """The default path: a forkserver child runs `mvmic ARGS` in ``cwd`` with ``env``."""
+    args = ["synth", "colondb", "--out", "rel", "--num", "2", "--size", "32"]
+    assert runner.run_mvmic(args, cwd=tmp_path) == 0
+    assert len(list((tmp_path / "rel" / "images").iterdir())) == 2
+    bad = ["fit", "--config", str(tmp_path / "missing.yaml")]
+    assert runner.run_mvmic(bad, cwd=tmp_path) == 2  # mvmic's one-line error
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        runner.run_mvmic(bad, check=True)
+    assert err.value.returncode == 2 and err.value.cmd[1:3] == ["-m", "mvmic.cli"]
+    # the caller's environment, not the server's: MVMIC_DEBUG turns the error into a traceback
+    debug = {**runner.offline_env(), "MVMIC_DEBUG": "1"}
+    assert runner.run_mvmic(bad, env=debug) == 1
+
+
 def test_offline_env_keeps_a_chosen_wandb_mode(monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert runner.offline_env()["WANDB_MODE"] == "offline"

@@ -241,6 +241,7 @@ for path, name in zip(sys.argv[1::2], sys.argv[2::2]):
 """
 
 
+@pytest.mark.slow  # two fresh interpreters: ~12 s
 def test_fresh_process_decodes_the_same_bytes_with_1_or_2_threads(tmp_path):
     args, expected = [], []
     old = torch.get_num_threads()

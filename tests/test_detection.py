@@ -385,7 +385,11 @@ def _batch(with_masks: bool) -> dict:
 
 @pytest.mark.parametrize(
     ("arch", "extra"),
-    [("fasterrcnn_mobilenet_v3_large_fpn", ()), ("maskrcnn_resnet50_fpn", ("loss_mask",))],
+    [
+        ("fasterrcnn_mobilenet_v3_large_fpn", ()),
+        # a ResNet-50 Mask R-CNN: ~7 s
+        pytest.param("maskrcnn_resnet50_fpn", ("loss_mask",), marks=pytest.mark.slow),
+    ],
 )
 def test_loss_predict_render(arch: str, extra: tuple[str, ...]) -> None:
     torch.manual_seed(0)

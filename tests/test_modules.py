@@ -113,6 +113,7 @@ def _fit_and_save(model, dm, tmp_path, name, **kw):
     return tmp_path / name
 
 
+@pytest.mark.slow  # a fit and two tests through the CLI: ~8 s
 def test_frozen_untrained_task_net_is_refused_at_test(colondb_root, tmp_path):
     # colondb_codec_mse.yaml without --model.init_task: the U-Net is random and frozen.
     dm = SegmentationDataModule(root=str(colondb_root), image_size=32, batch_size=2)

@@ -165,6 +165,7 @@ def http(server):
 
 
 # -- the endpoints ------------------------------------------------------------------------
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_healthz_and_model_describe_the_checkpoint(server, http, model):
     r = httpx.get(f"{server.url}/healthz")  # no token needed: load balancers probe it
     assert r.status_code == 200 and r.json() == {"status": "ok"}
@@ -178,6 +179,7 @@ def test_healthz_and_model_describe_the_checkpoint(server, http, model):
     assert info["limits"]["max_bytes"] == 200000 and info["limits"]["max_pixels"] == 1000000
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_infer_answers_the_mask_of_the_real_decode(server, http, model, tmp_path):
     src = png_file(tmp_path / "a.png")
     data = mvmic.compress(src, model)
@@ -201,6 +203,7 @@ def test_infer_answers_the_mask_of_the_real_decode(server, http, model, tmp_path
             "not_acceptable", "NIfTI only")  # fmt: skip
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_reconstruct_returns_the_decoded_image_beside_the_mask(http, model, tmp_path):
     src = png_file(tmp_path / "a.png", seed=3)
     data = mvmic.compress(src, model)
@@ -217,6 +220,7 @@ def test_reconstruct_returns_the_decoded_image_beside_the_mask(http, model, tmp_
     assert np.array_equal(inf.read_mask(parts["mask.png"][1], inf.PNG), local_mask(model, src))
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_png_and_jpeg_uploads_are_the_baseline(http, model, tmp_path):
     src = png_file(tmp_path / "a.png", seed=4)
     r = http.post("/v1/infer", content=src.read_bytes(), headers={"Content-Type": inf.PNG})
@@ -259,6 +263,7 @@ def _bodies(model, ckpts) -> dict[str, tuple[bytes, int, str, tuple[str, ...]]]:
     }
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_every_bad_body_is_refused_and_the_server_keeps_serving(server, http, model, ckpts):
     for name, (body, status, error, words) in _bodies(model, ckpts).items():
         r = http.post("/v1/infer", content=body)
@@ -277,6 +282,7 @@ def test_every_bad_body_is_refused_and_the_server_keeps_serving(server, http, mo
     assert server.proc.poll() is None
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_tokens_are_required_and_checked(server, model):
     good = mvmic.compress(torch.rand(1, 1, 24, 24), model)
     for path, call in (("/v1/model", "get"), ("/v1/infer", "post")):
@@ -304,6 +310,7 @@ def _recv_all(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
         data += chunk
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_slow_clients_are_timed_out_and_freed(server, http):
     # --timeout 2: a silent connection and one trickling its headers are closed...
     for opening in (b"", b"POST /v1/infer HTTP/1.1\r\nHost: x\r\n"):
@@ -331,6 +338,7 @@ def _flags(server: Server, ckpts: dict[str, Path], folder: Path) -> list[str]:
     return ["--url", server.url, "--ckpt", str(ckpts["seg"]), "--token-file", str(folder / "token")]
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_send_folder_round_trip_paced_and_concurrent(server, ckpts, model, folder, tmp_path,
                                                      capsys):  # fmt: skip
     src = tmp_path / "in"
@@ -358,6 +366,7 @@ def test_paced_upload_takes_the_link_time():
     assert 190 <= up.upload_ms < 400
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
 def test_send_dicom_writes_a_dicom_seg_referencing_the_source(
     name, server, ckpts, model, folder, tmp_path
@@ -406,6 +415,7 @@ def test_dicom_seg_writer_keeps_every_class(tmp_path):
         write_segmentation(tmp_path / "x.dcm", src, mask[:, :32], ["background", "a"])
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_send_refuses_another_checkpoint_before_any_upload(server, ckpts, folder, tmp_path,
                                                            monkeypatch, capsys):  # fmt: skip
     calls = []
@@ -426,6 +436,7 @@ def test_send_refuses_another_checkpoint_before_any_upload(server, ckpts, folder
     assert calls == [("GET", "/v1/model")] and not (tmp_path / "m.png").exists()
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_send_retries_refused_connections_but_never_a_4xx(server, ckpts, tmp_path, monkeypatch,
                                                           capsys):  # fmt: skip
     calls = []
@@ -451,6 +462,7 @@ def test_send_retries_refused_connections_but_never_a_4xx(server, ckpts, tmp_pat
     assert calls == ["GET"] * 3 and time.monotonic() - t0 >= 1.4  # back-off 0.5 s + 1 s
 
 
+@pytest.mark.slow  # starts the server process (a fresh interpreter: ~12 s)
 def test_send_usage_errors_are_one_line(server, ckpts, tmp_path, capsys):
     src = png_file(tmp_path / "a.png")
     cases = [

@@ -110,6 +110,7 @@ BAD = {
         "encoder": "resnet99",
         "seg_args": "abc",
         "lmbda_cr": "-0.1",
+        "lmbda_dis": "-1",
         "init_from": MISSING,
         "lr": "0",
         "betas": "[0.5, 1.5]",

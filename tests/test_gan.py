@@ -283,6 +283,7 @@ def test_checkpoint_resumes_and_reloads(isic_root, tmp_path):
     assert torch.equal(loaded.codec.bit_logits, model.codec.bit_logits)
 
 
+@pytest.mark.slow  # two 6-step fits and tests: ~9 s
 def test_rate_loss_lowers_measured_bpp(isic_root, tmp_path):
     """The real effect of D4: after the same steps from the same seed, fewer real bits."""
     bpp = {}
@@ -297,6 +298,25 @@ def test_rate_loss_lowers_measured_bpp(isic_root, tmp_path):
         t.test(model, dm)
         bpp[design] = model.test_point["bpp"]
     assert bpp["D4"] < 0.8 * bpp["D3"], bpp
+
+
+def test_lmbda_dis_weights_the_critic_term_of_the_segmentor_loss(isic_root, tmp_path):
+    """C+S's loss is loss_seg + lmbda_dis * loss_dis (D1: no codec, no rate); D's is not."""
+    logged = {}
+    for w in (1.0, 0.25):
+        L.seed_everything(0)
+        model = tiny_module("D1", 2, lmbda_dis=w)
+        dm = ISICDataModule(root=str(isic_root), image_size=32, batch_size=2, augment=False)
+        t = trainer(tmp_path / str(w), max_steps=1, limit_val_batches=0)
+        t.fit(model, dm)
+        m = {k: float(v) for k, v in t.callback_metrics.items()}
+        assert m["train_loss"] == pytest.approx(m["train_loss_seg"] + w * m["train_loss_dis"])
+        logged[w] = m
+    # the same first batch and weights: only the C+S loss changes, D's loss does not
+    assert logged[1.0]["train_loss_d"] == pytest.approx(logged[0.25]["train_loss_d"])
+    assert logged[1.0]["train_loss_dis"] > 0
+    with pytest.raises(Exception, match="lmbda_dis"):
+        tiny_module("D1", 2, lmbda_dis=-1.0)
 
 
 def test_hyperprior_codec_is_pluggable_in_2d(isic_root, tmp_path):

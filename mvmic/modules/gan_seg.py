@@ -72,6 +72,7 @@ def _check_options(o: dict[str, Any]) -> None:
     else:
         check.one_of("--model.arch", o["arch"], MONAI_ARCHS, "a 3D architecture")
     check.non_negative("--model.lmbda_cr", o["lmbda_cr"])
+    check.non_negative("--model.lmbda_dis", o["lmbda_dis"])
     check.each(check.positive, "--model", lr=o["lr"], bit_lr=o["bit_lr"], aux_lr=o["aux_lr"])
     check.positive("--model.clip_critic", o["clip_critic"])
     for beta in o["betas"] or ():
@@ -103,6 +104,9 @@ class GanSegmentation(CodecModule):
         seg_args: further segmentor keyword arguments (smp: ``encoder_depth``,
             ``decoder_channels``; MONAI UNet: ``channels``, ``strides``, ``num_res_units``).
         lmbda_cr: weight λ of the rate loss ``loss_cr`` (bits per pixel) in D4.
+        lmbda_dis: weight of the critic term ``loss_dis`` in C+S's loss (Liu et al.: 1). Its
+            multi-scale L1 is ~100× ``loss_seg`` (an MSE of probabilities); a smaller weight
+            lets ``loss_seg`` steer S early (3D: docs/gan.md). D's own loss is unweighted.
         init_from: a checkpoint of another design (e.g. D2 for D4) whose C and S start this
             run; D starts fresh. Lets D4's rate loss and critic begin from a working segmentor
             instead of a random one (from scratch, the critic can outrun S for hundreds of steps).
@@ -141,6 +145,7 @@ class GanSegmentation(CodecModule):
         encoder: str = "resnet18",
         seg_args: dict[str, Any] | None = None,
         lmbda_cr: float = 0.1,
+        lmbda_dis: float = 1.0,
         init_from: str | None = None,
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
@@ -302,7 +307,7 @@ class GanSegmentation(CodecModule):
         logs = {"train_loss_seg": loss_seg.detach(), "train_bpp_est": bpp.detach()}
         if self.critic is not None:
             loss_dis = multiscale_l1(self.critic, prob, target, x)
-            loss = loss + loss_dis
+            loss = loss + hp.lmbda_dis * loss_dis
             logs["train_loss_dis"] = loss_dis.detach()
         if self.codec is not None:
             w = rate_weight(hp.lmbda_cr, self.design == "D4", self.codec.rate_fits_entropy_model)

@@ -93,6 +93,24 @@ def test_detection_stats_recompute_coco_map_exactly_and_on_a_subset():
     assert recompute(per_image, "map", weights) == task.record(sub_metrics.compute())["map"]
 
 
+def test_detection_stats_with_a_class_never_detected_match_coco():
+    """A class with ground truth and no detection anywhere: COCOeval's precision 0, not an
+    error (the benchmark's det part met it with a short-trained detector)."""
+    from mvmic.tasks.detection import DetectionNet
+
+    task = DetectionNet(arch="fasterrcnn_mobilenet_v3_large_fpn", in_channels=1, num_classes=4)
+    metrics, stats = task.build_metrics(), StatsCollector(task)
+    for preds, batch in _det_batches(seed=3):
+        for p, t in zip(preds, batch["target"]):
+            t["labels"][0] = 3  # every image has class 3, which no prediction names
+            p["labels"][p["labels"] == 3] = 1
+        task.update_metrics(metrics, preds, batch)
+        stats.update(preds, batch)
+    record, per_image = task.record(metrics.compute()), stats.result()
+    for key in ("map", "map_50", "map_75"):
+        assert recompute(per_image, key) == record[key]
+
+
 def _curve(scale: float, n_images: int = 30, seed: int = 0) -> dict:
     """A segmentation record of 5 points: accuracy and bytes grow with the point's index."""
     rng = np.random.default_rng(seed)

@@ -215,6 +215,9 @@ def _class_precision(
     valid = (npig > 0) & w[:, present].any(1)
     if not valid.any():
         return
+    if tp.shape[1] == 0:  # ground truth but no detection: COCOeval's precision is 0
+        out[valid] = 0.0
+        return
     w, npig = w[valid], npig[valid]
     dw = w[:, img_of].astype(float)[:, None, :]  # draws × 1 × detections
     tp_sum = np.cumsum(dw * tp[None], axis=2)

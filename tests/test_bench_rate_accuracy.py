@@ -315,3 +315,9 @@ def test_gan3d_part_judges_d4_against_h264_and_names_its_configs(bench, tmp_path
     # H.264 needs 0.1·2^0.95 bpp for Dice 0.795 (log-rate interpolation): ratio 0.0518
     assert h264["met"] is True and h264["ratios"][0]["ratio"] == pytest.approx(0.01 / 0.19319, 1e-3)
     assert goals["D4 dice at least that of D1 (no compression) − 1 point"]["met"] is True
+
+
+def test_a_resumed_part_adds_its_time_to_the_earlier_runs(tmp_path):
+    assert bench_module.part_wall(tmp_path, 12.5) == 12.5
+    assert bench_module.part_wall(tmp_path, 2.0) == 14.5  # the resumed run skipped its done steps
+    assert (tmp_path / "wall_s").read_text() == "14.5\n"

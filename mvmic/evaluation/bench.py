@@ -73,29 +73,11 @@ from mvmic.evaluation.runner import is_done, mark_done, offline_env, run_mvmic
 REPO = Path(__file__).resolve().parents[2]
 # The bench's parts re-exported: tests and callers use ``bench.SEG``, ``bench.summarize``, ...
 __all__ = [
-    "BENCHMARKS_PAGE",
-    "DET",
-    "PARTS",
-    "PART_SETTINGS",
-    "README_BEGIN",
-    "README_END",
-    "SEG",
-    "GanPart",
-    "Part",
-    "Runner",
-    "all_verdicts",
-    "bit_ratios",
-    "build_parser",
-    "format_summary",
-    "main",
-    "rate_at",
-    "ratio_verdict",
-    "summarize",
-    "summarize_gan",
-    "update_readme",
-    "with_overrides",
-    "write_config",
-]
+    "BENCHMARKS_PAGE", "DET", "PARTS", "PART_SETTINGS", "README_BEGIN", "README_END", "SEG",
+    "GanPart", "Part", "Runner", "all_verdicts", "bit_ratios", "build_parser", "format_summary",
+    "main", "rate_at", "ratio_verdict", "summarize", "summarize_gan", "update_readme",
+    "with_overrides", "write_config",
+]  # fmt: skip
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -296,6 +278,15 @@ def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: fl
     return results
 
 
+def part_wall(part_out: Path, elapsed: float) -> float:
+    """A part's wall time over every run of this command on ``part_out``: a run that resumes
+    after an interruption adds its own time to what ``part_out/wall_s`` holds."""
+    path = part_out / "wall_s"
+    total = (float(path.read_text()) if path.is_file() else 0.0) + elapsed
+    path.write_text(f"{total:.1f}\n")
+    return total
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="dataset folder (default: a synthetic twin)")
@@ -369,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = run_codec_part(part, runner, root, part_out, scale)
             summary = summarize(part, results)
         summary["bd"] = bd_rows(results, [part.metric])
-        summary["wall_s"] = round(time.perf_counter() - tp, 1)
+        summary["wall_s"] = round(part_wall(part_out, time.perf_counter() - tp), 1)
         blob["parts"][name] = summary
         if args.figures:
             figures = Path(args.figures)
@@ -382,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.append(
             format_summary(part, summary) + table + f"\nwall time: {summary['wall_s']:.0f} s\n"
         )
-    wall = time.perf_counter() - t0
+    # a resumed run adds to the parts' earlier time (part_wall), so the total is theirs
+    wall = sum(p["wall_s"] for p in blob["parts"].values()) or time.perf_counter() - t0
     blob["wall_s"] = round(wall, 1)
     command = "python tools/bench_rate_accuracy.py " + shlex.join(argv or sys.argv[1:])
     header = f"command: `{command.strip()}`  \nmachine: {machine()}\n\n"

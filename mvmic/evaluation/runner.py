@@ -100,6 +100,11 @@ def _step(args: list[str], env: dict[str, str] | None, cwd: str | None) -> None:
     if env is not None:  # the forkserver's environment is the one it started with
         os.environ.clear()
         os.environ.update(env)
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:  # OpenMP read the server's value at its start
+        import torch
+
+        torch.set_num_threads(int(threads))
     if cwd is not None:
         os.chdir(cwd)
         sys.path.insert(0, cwd)  # as `python -m` puts its folder first

@@ -1,6 +1,6 @@
 """Rate–accuracy benchmark (the entry point; the code is :mod:`mvmic.evaluation.bench`).
 
-python tools/bench_rate_accuracy.py                       # all parts, ~45 min on 2 cores
+python tools/bench_rate_accuracy.py                       # all parts: 96 min, 2 cores
 python tools/bench_rate_accuracy.py --parts seg --minutes 20
 python tools/bench_rate_accuracy.py --parts seg --data /data/CVC-ColonDB
 """

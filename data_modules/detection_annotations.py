@@ -78,6 +78,18 @@ class DetectionAnnotations:
         )
 
     # ---------------------------------------------------------------- parsing + validation
+    def _record(
+        self, path: Path, name: str, width: int, height: int, boxes: list, labels: list,
+        segms: list,
+    ) -> DetRecord:  # fmt: skip
+        """One image's record from the objects that passed the checks."""
+        return DetRecord(
+            path=path, name=Path(name).stem, width=width, height=height,
+            boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+            labels=np.asarray(labels, dtype=np.int64),
+            segms=segms if self.with_masks else None,
+        )  # fmt: skip
+
     def _check_object(
         self, rec_name: str, box: list[float], polys: Any, width: int, height: int
     ) -> str | None:
@@ -144,12 +156,7 @@ class DetectionAnnotations:
                 keep_labels.append(index[sym])
                 if poly is not None:
                     keep_segms.append(poly)
-            return DetRecord(
-                    path=img_path, name=Path(name).stem, width=width, height=height,
-                    boxes=np.asarray(keep_boxes, dtype=np.float32).reshape(-1, 4),
-                    labels=np.asarray(keep_labels, dtype=np.int64),
-                    segms=keep_segms if self.with_masks else None,
-            )  # fmt: skip
+            return self._record(img_path, name, width, height, keep_boxes, keep_labels, keep_segms)
 
         return self.read_all(list(enumerate(data)), entry, f"{self.layout} {split}")
 
@@ -191,11 +198,6 @@ class DetectionAnnotations:
                 boxes.append(box)
                 labels.append(self._cat_to_label[a["category_id"]])
                 segms.append(polys if polys is not None else seg)
-            return DetRecord(
-                    path=img_path, name=Path(name).stem, width=width, height=height,
-                    boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                    labels=np.asarray(labels, dtype=np.int64),
-                    segms=segms if self.with_masks else None,
-            )  # fmt: skip
+            return self._record(img_path, name, width, height, boxes, labels, segms)
 
         return self.read_all(data["images"], entry, f"coco {split}")

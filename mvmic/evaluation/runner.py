@@ -11,6 +11,7 @@ exists; the marker is written only after the step succeeded.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -31,7 +32,6 @@ PRELOAD = (
     "mvmic.modules",
     "data_modules",
 )
-_SERVER = None
 
 
 def mvmic_argv(args: Sequence[str], python: str = sys.executable) -> list[str]:
@@ -85,14 +85,13 @@ def run_mvmic(
     return code
 
 
+@functools.cache
 def _forkserver():  # noqa: ANN202 - a multiprocessing context
-    global _SERVER
-    if _SERVER is None:
-        import multiprocessing
+    import multiprocessing
 
-        _SERVER = multiprocessing.get_context("forkserver")
-        _SERVER.set_forkserver_preload(list(PRELOAD))
-    return _SERVER
+    server = multiprocessing.get_context("forkserver")
+    server.set_forkserver_preload(list(PRELOAD))
+    return server
 
 
 def _step(args: list[str], env: dict[str, str] | None, cwd: str | None) -> None:

@@ -1,6 +1,7 @@
 """``mvmic``: LightningCLI (fit/validate/test/predict) plus mvmic's own subcommands.
 
-``mvmic fit --config colondb_seg.yaml`` — a bare config name resolves to the configs/ folder.
+``mvmic fit --config colondb_seg.yaml`` — a config path that does not exist as given resolves to
+the configs/ folder (``--config isic_gan.yaml --config isic_gan/d2.yaml`` from any directory).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ _OUR_CODE = (str(Path(__file__).resolve().parent), str(CONFIG_DIR.parent / "data
 
 
 def resolve_config(value: str) -> str:
-    """A config path as given if it exists, else the same name inside configs/."""
-    if Path(value).exists() or os.sep in value:
+    """A config path as given if it exists, else the same path inside configs/ if that exists
+    (``isic_gan.yaml``, a design overlay ``isic_gan/d2.yaml``), else as given."""
+    if Path(value).exists():
         return value
     candidate = CONFIG_DIR / value
     return str(candidate) if candidate.exists() else value
@@ -187,7 +189,10 @@ def _usage() -> str:
     ]
     lines += [f"  {name:<11} {desc}" for name, (_, desc) in SUBCOMMANDS.items()]
     lines += ["", f"configs ({CONFIG_DIR}):"]
-    lines += [f"  {p.name}" for p in sorted(CONFIG_DIR.glob("*.yaml"))]
+    for p in sorted(CONFIG_DIR.glob("*.yaml")):
+        overlays = sorted(o.name for o in (CONFIG_DIR / p.stem).glob("*.yaml"))
+        after = f"  [--config {p.stem}/{{{','.join(overlays)}}}]" if overlays else ""
+        lines.append(f"  {p.name}{after}")
     lines += ["", "`mvmic fit --help` lists every Lightning option."]
     return "\n".join(lines)
 

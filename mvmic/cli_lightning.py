@@ -215,7 +215,9 @@ def place_in_run_folder(trainer: Namespace) -> None:
             args["dirpath"] = str(Path(root) / "checkpoints")
 
 
-def load_config(config: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def load_config(
+    config: str | Path | Sequence[str | Path], overrides: Sequence[str] = ()
+) -> dict[str, Any]:
     """A config as ``mvmic fit --config CONFIG OVERRIDES`` sees it, as plain YAML values.
 
     The one way mvmic's tools read a config: through LightningCLI (``run=False``), so the
@@ -223,17 +225,25 @@ def load_config(config: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     folder placement apply exactly as in a run. Nothing is built, seeded or written.
 
     Args:
-        config: a YAML path, or a name in ``configs/``.
+        config: a YAML path, or a path in ``configs/``; or several, merged in order as
+            repeated ``--config`` (a dataset file, then a design overlay:
+            ``["isic_gan.yaml", "isic_gan/d2.yaml"]``).
         overrides: further ``--section.key value`` arguments.
     """
     import yaml
 
     from mvmic.cli import resolve_config
 
-    path = Path(resolve_config(str(config)))
-    if not path.is_file():
-        raise FileNotFoundError(f"config {config} not found (looked at {path} and in configs/)")
-    cli = MvmicLightningCLI(args=["--config", str(path), *overrides], run=False, parse_only=True)
+    configs = [config] if isinstance(config, (str, Path)) else list(config)
+    if not configs:
+        raise ValueError("load_config needs at least one config")
+    args: list[str] = []
+    for one in configs:
+        path = Path(resolve_config(str(one)))
+        if not path.is_file():
+            raise FileNotFoundError(f"config {one} not found (looked at {path} and in configs/)")
+        args += ["--config", str(path)]
+    cli = MvmicLightningCLI(args=[*args, *overrides], run=False, parse_only=True)
     cfg = cli.parser.dump(cli.config, format="yaml", skip_none=False, skip_validation=True)
     out = yaml.safe_load(cfg)
     out.pop("config", None)

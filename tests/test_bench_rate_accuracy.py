@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mvmic.evaluation import bench as bench_module
 from mvmic.evaluation.records import append_point
@@ -301,9 +302,11 @@ def test_bench_grid_runs_short_sweeps_and_reads_their_records(tmp_path):
 
 def test_gan3d_part_judges_d4_against_h264_and_names_its_configs(bench, tmp_path):
     part = bench.PART_SETTINGS["gan3d"]
-    assert part.config_prefix == "hvsmr_gan3d_" and part.synth == "hvsmr" and part.channels == 1
+    assert part.config == "hvsmr_gan3d.yaml" and part.synth == "hvsmr" and part.channels == 1
+    assert (Path(bench.REPO) / "configs" / part.config).is_file()
     for design in part.designs:
-        config = Path(bench.REPO) / "configs" / f"{part.config_prefix}{design.lower()}.yaml"
+        assert part.overlay(design) == f"hvsmr_gan3d/{design.lower()}.yaml"
+        config = Path(bench.REPO) / "configs" / part.overlay(design)
         assert config.is_file(), config
     store = tmp_path / "results"
     for q, (bpp, dice) in enumerate([(0.1, 0.7), (0.2, 0.8), (0.4, 0.85)]):
@@ -315,6 +318,22 @@ def test_gan3d_part_judges_d4_against_h264_and_names_its_configs(bench, tmp_path
     # H.264 needs 0.1·2^0.95 bpp for Dice 0.795 (log-rate interpolation): ratio 0.0518
     assert h264["met"] is True and h264["ratios"][0]["ratio"] == pytest.approx(0.01 / 0.19319, 1e-3)
     assert goals["D4 dice at least that of D1 (no compression) − 1 point"]["met"] is True
+
+
+def test_gan_part_writes_each_design_composed_on_the_dataset_config(bench, isic_root, tmp_path):
+    part = bench.PART_SETTINGS["gan"]
+    assert part.config == "isic_gan.yaml" and part.overlay("D2") == "isic_gan/d2.yaml"
+    path = bench.write_config(
+        part.config, tmp_path / "configs" / "d2.yaml", overlays=[part.overlay("D2")],
+        model={"encoder": "resnet18"}, data={"root": str(isic_root), "image_size": 32},
+        max_steps=2, run_dir=tmp_path / "d2", group="bench-gan",
+    )  # fmt: skip
+    assert path.read_text().startswith("# isic_gan.yaml + isic_gan/d2.yaml for ")
+    cfg = yaml.safe_load(path.read_text())
+    args = cfg["model"]["init_args"]
+    assert args["design"] == "D2" and args["encoder"] == "resnet18" and args["code_channels"] == 8
+    assert cfg["trainer"]["default_root_dir"] == str(tmp_path / "d2")
+    assert cfg["data"]["init_args"]["root"] == str(isic_root)
 
 
 def test_a_resumed_part_adds_its_time_to_the_earlier_runs(tmp_path):

@@ -169,7 +169,7 @@ def test_gan_two_process_test_matches_one_process(isic_root, tmp_path):
     dm = ISICDataModule(root=str(isic_root), image_size=32, batch_size=2)
     ckpt = _fit_checkpoint(model, dm, tmp_path / "gan.ckpt")
     tiny = [*GAN_TINY, "--data.root", str(isic_root)]
-    one, two = _test_twice(tmp_path, "isic_gan_d4.yaml", tiny, ckpt, "isic2017/liu2020-d4.json")
+    one, two = _test_twice(tmp_path, "isic_gan.yaml", tiny, ckpt, "isic2017/liu2020-d4.json")
     assert len(two["bpp"]) == 1, "rank 0 alone writes the record"
     for key in ("bpp", "bpp_est", "bpp_container", "dice", "iou", "dice_lesion"):
         assert two[key][0] == pytest.approx(one[key][0], rel=1e-5, abs=1e-6), key
@@ -204,7 +204,7 @@ def test_gan_two_process_fit_keeps_ranks_in_step(isic_root, tmp_path):
     # Manual optimization under DDP: a parameter the reducer waits for in vain, or one left
     # out of the reduction, fails here. Global step counts both optimizers' steps: 1 batch.
     w0, _, before = _fit_two_ranks(
-        tmp_path, "isic_gan_d4.yaml", *GAN_TINY, "--data.root", str(isic_root),
+        tmp_path, "isic_gan.yaml", *GAN_TINY, "--data.root", str(isic_root),
         "--data.batch_size", "2",
     )  # fmt: skip
     for prefix in ("codec.", "task.", "critic."):  # both optimizers stepped

@@ -317,7 +317,8 @@ def test_predict_gan_2d_and_3d_write_masks_and_volumes(
         Image.open(src).convert("RGB").resize((32, 32)).save(folder / f"{src.stem}.png")
     flags = ["--data.root", str(isic_root), "--data.image_size", "32", *_flags("model", GAN2D)]
     out = tmp_path / "out2d"
-    assert _predict("isic_gan_d2.yaml", ckpt2, out, *flags, "--data.predict_root", "plain2d") == 0
+    d2 = ["--config", "isic_gan/d2.yaml"]  # design D2 on the ISIC dataset config
+    assert _predict("isic_gan.yaml", ckpt2, out, *d2, *flags, "--data.predict_root", "plain2d") == 0
     rows = _rows(out)
     assert sorted(rows) == sorted(f"{p.stem}.png" for p in folder.iterdir())
     for i, file in enumerate(rows):
@@ -336,7 +337,8 @@ def test_predict_gan_2d_and_3d_write_masks_and_volumes(
     nib.save(nib.Nifti1Image(np.asarray(src.dataobj)[:, :24, :16], src.affine), vols / "v.nii.gz")
     flags = ["--data.root", str(hvsmr_root), *_flags("model", GAN3D)]
     out = tmp_path / "out3d"
-    assert _predict("hvsmr_gan3d_d2.yaml", ckpt3, out, *flags, "--data.predict_root", "vols") == 0
+    d2 = ["--config", "hvsmr_gan3d/d2.yaml"]
+    assert _predict("hvsmr_gan3d.yaml", ckpt3, out, *d2, *flags, "--data.predict_root", "vols") == 0
     rows = _rows(out)
     assert list(rows) == ["v.nii.gz"]
     written = nib.load(out / "v.nii.gz")

@@ -235,8 +235,7 @@ def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: fl
     cfgs = {}
     last = {d: out / d.lower() / "checkpoints" / "last.ckpt" for d in part.designs}
     data = {**part.data, "root": str(root)}
-    first = f"{part.config_prefix}{part.designs[0].lower()}.yaml"
-    channels = part.channels or data_channels(first, data)
+    channels = part.channels or data_channels(part.config, data)
     if part.channels is None:  # 2D modules read grey or RGB as detected
         data["in_channels"] = channels
     for design in part.designs:
@@ -244,8 +243,9 @@ def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: fl
         init = {"init_from": str(last[part.init_from[design]])} if design in part.init_from else {}
         steps = part.d4_steps if design == "D4" and part.d4_steps else part.steps
         cfgs[design] = write_config(
-            f"{part.config_prefix}{design.lower()}.yaml",
+            part.config,
             out / "configs" / f"{design.lower()}.yaml",
+            overlays=[part.overlay(design)],
             model={
                 **part.model,
                 **part.design_model.get(design, {}),

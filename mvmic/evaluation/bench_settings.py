@@ -149,12 +149,16 @@ class GanPart:
     design_model: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"D4": {"lmbda_cr": 10.0}}
     )
-    config_prefix: str = "isic_gan_"  # configs/<prefix>d1.yaml …
+    config: str = "isic_gan.yaml"  # configs/<config>; each design's overlay: overlay(design)
     anchor: str = "jpeg2000"  # the anchor the bit goal and the BD table are against
     anchor_qualities: str | None = "jpeg2000=22,26,30,34,38"  # `mvmic anchors --qualities`
     bit_factor: float | None = None  # D4's bits ≤ this × the anchor's (None: goals.GAN_FACTOR)
     channels: int | None = None  # image channels (None: detected from the files, 1 or 3)
     d4_steps: int | None = 100  # D4's fine-tuning budget from D2 (None: ``steps``)
+
+    def overlay(self, design: str) -> str:
+        """The design's overlay in ``configs/`` (``isic_gan/d2.yaml``), read after ``config``."""
+        return f"{Path(self.config).stem}/{design.lower()}.yaml"
 
 
 # Liu et al. in 3D (issue 18): HVSMR layout, whole-volume test by sliding window, against H.264 /
@@ -184,7 +188,7 @@ GAN3D = GanPart(
     model={"roi_size": [32, 32, 32], "lr": 0.001, "lmbda_dis": 0.05},
     steps=160,
     anchors="h264,hevc,jpeg2000",
-    config_prefix="hvsmr_gan3d_",
+    config="hvsmr_gan3d.yaml",
     anchor="h264",
     anchor_qualities="h264=0,6,12,18;hevc=0,8,16;jpeg2000=22,28,34",
     bit_factor=0.1,
@@ -241,13 +245,15 @@ def write_config(
     base: str,
     path: Path,
     *,
+    overlays: Sequence[str] = (),
     model: dict[str, Any],
     data: dict[str, Any],
     max_steps: int,
     run_dir: Path | None,
     group: str,
 ) -> Path:
-    """``configs/<base>`` with the benchmark's model/data settings and step budget.
+    """``configs/<base>`` (then ``configs/<overlay>`` for each of ``overlays``, merged as
+    repeated ``--config``) with the benchmark's model/data settings and step budget.
 
     With ``run_dir`` the loggers and checkpoints go there (single runs); without it ``mvmic sweep``
     places them per λ itself.
@@ -255,7 +261,7 @@ def write_config(
     from mvmic.cli_lightning import load_config
 
     # composed as a run composes it (shared defaults, data file), written out whole
-    cfg = load_config(REPO / "configs" / base)
+    cfg = load_config([REPO / "configs" / name for name in (base, *overlays)])
     cfg["model"]["init_args"].update(model)
     cfg["data"]["init_args"].update(data)
     if run_dir is not None:
@@ -277,7 +283,8 @@ def write_config(
         )
     cfg["trainer"]["enable_progress_bar"] = False
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {base} for tools/bench_rate_accuracy.py\n" + yaml.safe_dump(cfg))
+    source = " + ".join((base, *overlays))
+    path.write_text(f"# {source} for tools/bench_rate_accuracy.py\n" + yaml.safe_dump(cfg))
     return path
 
 

@@ -71,19 +71,16 @@ def test_anchor_point_runs_the_task_net_on_decoded_images():
 # --- fair anchors: the task net fine-tuned on each codec's decoded images --------------------
 
 
-@pytest.mark.slow  # fits a tiny task net, then 2 anchors x 2 qualities and 3 fine-tune steps
-def test_finetune_trains_a_copy_on_decoded_images_and_records_codec_ft(colondb_root, tmp_path):
-    import json
-
+def _tiny_task_run(root, tmp_path, image_size=64):
+    """A 2-step U-Net checkpoint on ``root`` and a config with its data section."""
     import torch
     import yaml
     from lightning import Trainer
 
     from data_modules import SegmentationDataModule
-    from mvmic.evaluation.anchors import main as anchors_main
     from mvmic.modules import TaskModule
 
-    data = {"root": str(colondb_root), "image_size": 64, "batch_size": 4, "augment": False}
+    data = {"root": str(root), "image_size": image_size, "batch_size": 4, "augment": False}
     torch.manual_seed(0)
     small = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
     module = TaskModule(arch="Unet", encoder="resnet18", task_args=small, results_dir="unused")
@@ -97,6 +94,18 @@ def test_finetune_trains_a_copy_on_decoded_images_and_records_codec_ft(colondb_r
     config = tmp_path / "data.yaml"
     spec = {"class_path": "data_modules.SegmentationDataModule", "init_args": data}
     config.write_text(yaml.safe_dump({"data": spec}))
+    return config, ckpt
+
+
+@pytest.mark.slow  # fits a tiny task net, then 2 anchors x 2 qualities and 3 fine-tune steps
+def test_finetune_trains_a_copy_on_decoded_images_and_records_codec_ft(colondb_root, tmp_path):
+    import json
+
+    import torch
+
+    from mvmic.evaluation.anchors import main as anchors_main
+
+    config, ckpt = _tiny_task_run(colondb_root, tmp_path)
     out = tmp_path / "results"
     argv = ["--config", str(config), "--ckpt_path", str(ckpt), "--codecs", "jpeg"]
     argv += ["--qualities", "5,60", "--results_dir", str(out), "--no_curves", "--finetune", "3"]
@@ -115,6 +124,54 @@ def test_finetune_trains_a_copy_on_decoded_images_and_records_codec_ft(colondb_r
     again = load_module(tuned["task_ckpt"]).task.state_dict()
     assert tuned["task_ckpt"].endswith("colondb/finetuned/jpeg+ft.ckpt")
     assert any(not torch.equal(original[k], again[k]) for k in original)
+
+
+def test_auto_bit_depth_codes_16_bit_sources_at_16_bits_where_the_codec_can():
+    import torch
+
+    from mvmic.evaluation.anchors import coded_bit_depth, source_bit_depth
+
+    batches = [{"bit_depth": torch.tensor([8, 16])}, {"bit_depth": torch.tensor([8])}]
+    assert source_bit_depth(batches) == 16
+    assert source_bit_depth([{"bit_depth": torch.tensor([8, 8])}, {}]) == 8
+    assert coded_bit_depth("hevc", "auto", 16, 1) == (16, None)  # x265 main12 via pillow-heif
+    assert coded_bit_depth("jpeg2000", "auto", 16, 1) == (16, None)
+    depth, note = coded_bit_depth("jpeg2000", "auto", 16, 3)  # OpenJPEG here: grey only
+    assert depth == 8 and "cannot code 3-channel 16-bit" in note and "rounded to 8" in note
+    assert coded_bit_depth("avif", "auto", 16, 1)[0] == 8
+    assert coded_bit_depth("avif", "auto", 8, 1) == (8, None)
+    assert coded_bit_depth("jpeg", "16", 8, 1) == (16, None)  # as asked: encode() says no
+    depth, note = coded_bit_depth("h264", "auto", 16, 1, volumes=True)
+    assert depth == 8 and "volume codecs code 8-bit volumes" in note
+
+
+@pytest.mark.slow  # fits a tiny task net on a 16-bit twin, then 2 anchors x 1 quality
+def test_anchors_record_the_depth_each_codec_coded_16_bit_sources_at(tmp_path, capsys):
+    import json
+
+    from mvmic.cli import main as mvmic_main
+    from mvmic.evaluation.anchors import main as anchors_main
+
+    root = tmp_path / "c16"
+    assert mvmic_main(["synth", "colondb", "--out", str(root), "--num", "8", "--size", "32",
+                       "--bit_depth", "16"]) == 0  # fmt: skip
+    config, ckpt = _tiny_task_run(root, tmp_path, image_size=32)
+    out = tmp_path / "results"
+    argv = ["--config", str(config), "--ckpt_path", str(ckpt), "--codecs", "hevc,jpeg2000"]
+    assert anchors_main([*argv, "--qualities", "hevc=30;jpeg2000=30", "--results_dir", str(out),
+                         "--no_curves"]) == 0  # fmt: skip
+    hevc = json.loads((out / "colondb" / "hevc.json").read_text())
+    j2k = json.loads((out / "colondb" / "jpeg2000.json").read_text())
+    assert (hevc["bit_depth"], hevc["source_bit_depth"]) == (16, 16)
+    assert (j2k["bit_depth"], j2k["source_bit_depth"]) == (8, 16)  # RGB: no 16-bit JPEG 2000
+    assert "jpeg2000: cannot code 3-channel 16-bit images" in capsys.readouterr().out
+    # the same run at --bit_depth 8 codes HEVC at 8 bits: fewer bytes for the same quality
+    out8 = tmp_path / "results8"
+    assert anchors_main([*argv, "--qualities", "30", "--results_dir", str(out8), "--no_curves",
+                         "--bit_depth", "8", "--codecs", "hevc"]) == 0  # fmt: skip
+    hevc8 = json.loads((out8 / "colondb" / "hevc.json").read_text())
+    assert hevc8["bit_depth"] == 8
+    assert hevc8["results"]["bpp"] != hevc["results"]["bpp"]
 
 
 def test_finetune_on_codec_leaves_the_original_net_alone():

@@ -1,7 +1,8 @@
 """``mvmic anchors``: standard codecs through a task network, one results record per codec.
 
 Each test image, exactly as the data module hands it to the learned codecs (same resize, same
-channels), is quantised to 8 (or 16) bits, encoded with a standard codec at each quality,
+channels), is quantised to the bit depth it is coded at (``--bit_depth auto``: the sources'
+own, 8 or 16, where the codec supports it, else 8), encoded with a standard codec at each quality,
 decoded, and fed to the task network from a checkpoint. Every (codec, quality) becomes one point
 of the record ``<results_dir>/<dataset>/<codec>.json`` with ``quality``, ``bpp`` (rate payload,
 see :mod:`mvmic.codecs.standard`), ``bpp_container`` (whole file), ``psnr``, ``ms-ssim``, the task
@@ -62,6 +63,35 @@ def _to_float(arr: np.ndarray, bit_depth: int) -> torch.Tensor:
     peak = (1 << bit_depth) - 1
     t = torch.from_numpy(arr.astype(np.float32) / peak)
     return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
+
+
+def source_bit_depth(loader: Any) -> int:
+    """The test set's bit depth: 16 when any image came from a 16-bit file, else 8."""
+    depths = [int(d) for batch in loader for d in batch.get("bit_depth", [8])]
+    return 16 if max(depths, default=8) > 8 else 8
+
+
+def coded_bit_depth(
+    codec_name: str, requested: str, source: int, channels: int, volumes: bool = False
+) -> tuple[int, str | None]:
+    """The depth a codec codes this run at, and a note when ``auto`` had to fall back.
+
+    ``requested`` is ``--bit_depth``: ``8``/``16`` as given (a codec without it fails with its
+    own error), or ``auto``: the sources' depth where the codec codes it for this channel
+    count, else 8 (the sources rounded to 8 bits first, which the note says).
+    """
+    if requested != "auto":
+        return int(requested), None
+    if volumes or source == 8:
+        note = "volume codecs code 8-bit volumes" if volumes and source > 8 else None
+        return 8, note and f"{codec_name}: {note}; the {source}-bit sources are rounded to 8 bits"
+    supported = STANDARD_CODECS[codec_name].bit_depths.get(channels, ())
+    if source in supported:
+        return source, None
+    return 8, (
+        f"{codec_name}: cannot code {channels}-channel {source}-bit images (it codes "
+        f"{list(supported) or 'none'}); the {source}-bit sources are rounded to 8 bits"
+    )
 
 
 def standard_roundtrip(
@@ -171,7 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: each codec's low-rate list)",
     )
     p.add_argument("--results_dir", default="runs/results", help="results store")
-    p.add_argument("--bit_depth", type=int, choices=(8, 16), default=8)
+    p.add_argument(
+        "--bit_depth",
+        choices=("auto", "8", "16"),
+        default="auto",
+        help="bits per sample the codecs are fed (auto: the sources' own, 8 or 16, where the "
+        "codec codes it, else 8; volumes: 8)",
+    )
     p.add_argument("--limit", type=int, default=None, help="use only the first N test batches")
     p.add_argument("--no_curves", action="store_true", help="do not redraw the curves")
     p.add_argument(
@@ -217,12 +253,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = getattr(dm, "hparams", {}).get("root")
     train_batches = _train_batches(args, rest) if args.finetune else None
     identity = _checkpoint_identity(args.ckpt_path) if args.finetune else {}
+    source_depth = source_bit_depth(loader)
+    channels = int(loader[0]["image"].shape[1]) if loader else 1
     for name in codecs:
         codec = registry[name]
+        depth, note = coded_bit_depth(name, args.bit_depth, source_depth, channels, volumes)
+        if note:
+            print(f"mvmic anchors: {note}")
         variants = [(name, task, {"task_ckpt": str(Path(args.ckpt_path).resolve())})]
         if train_batches is not None:
             method, tuned, extra = _finetuned(
-                name, task, qualities[name], train_batches, args, volumes
+                name, task, qualities[name], train_batches, args, depth, volumes
             )
             saved = Path(args.results_dir) / dataset / "finetuned" / f"{method}.ckpt"
             extra["task_ckpt"] = str(save_finetuned(module, tuned, identity, saved))
@@ -230,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for method, net, extra in variants:
             for q in qualities[name]:
                 evaluate = evaluate_volume_codec if volumes else evaluate_codec
-                point = evaluate(name, q, net, loader, args.bit_depth)
+                point = evaluate(name, q, net, loader, depth)
                 path = append_point(
                     args.results_dir,
                     dataset,
@@ -244,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "quality_meaning": codec.quality_meaning,
                         "data_root": str(Path(root).resolve()) if root else None,
                         "task": getattr(task, "task", None),
-                        "bit_depth": args.bit_depth,
+                        "bit_depth": depth,
+                        "source_bit_depth": source_depth,
                         # what `mvmic compare` decodes again (mvmic.evaluation.provenance)
                         "data": datamodule_spec(dm),
                         **extra,
@@ -286,6 +328,7 @@ def _finetuned(
     qualities: Sequence[float],
     batches: Any,
     args: Any,
+    bit_depth: int = 8,
     volumes: bool = False,
 ) -> tuple[str, torch.nn.Module, dict[str, Any]]:
     """``<codec>+ft``: the task net fine-tuned on this codec's decoded training images."""
@@ -295,7 +338,7 @@ def _finetuned(
     def roundtrip(img: torch.Tensor, quality: float) -> torch.Tensor:
         if volumes:  # one training crop 1×D×H×W through the volume codec
             return volume_roundtrip(name, img, quality)[0]
-        return standard_roundtrip(name, img, quality, args.bit_depth)[0]
+        return standard_roundtrip(name, img, quality, bit_depth)[0]
 
     t0 = time.perf_counter()
     tuned, losses = finetune_on_codec(

@@ -34,14 +34,19 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mvmic.evaluation.bench_report import (
     BENCHMARKS_PAGE,
     README_BEGIN,
     README_END,
     format_summary,
+    joined_summary,
     machine,
+    part_sections,
+    readme_region,
     update_readme,
+    with_provenance,
 )
 from mvmic.evaluation.bench_settings import (
     DET,
@@ -337,8 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(out)
     runner = Runner(out)
     scale = args.minutes / REFERENCE_MINUTES
-    t0 = time.perf_counter()
-    report, blob = [], {"minutes": args.minutes, "parts": {}}
+    command = "python tools/bench_rate_accuracy.py " + shlex.join(argv or sys.argv[1:])
+    command, machine_line = command.strip(), machine()
+    report: dict[str, str] = {}
+    blob: dict[str, Any] = {"minutes": args.minutes, "parts": {}}
     for name in parts:
         part = settings[name]
         tp = time.perf_counter()
@@ -370,22 +377,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = ""
         if "liu_table" in summary:
             table = f"\nper test volume (Liu et al.'s Table 1 layout):\n\n{summary['liu_table']}"
-        report.append(
-            format_summary(part, summary) + table + f"\nwall time: {summary['wall_s']:.0f} s\n"
-        )
+        wall = f"\nwall time: {summary['wall_s']:.0f} s\n"
+        section = format_summary(part, summary) + table + wall
+        report[name] = with_provenance(section, command, machine_line)
     # a resumed run adds to the parts' earlier time (part_wall), so the total is theirs
-    wall = sum(p["wall_s"] for p in blob["parts"].values()) or time.perf_counter() - t0
-    blob["wall_s"] = round(wall, 1)
-    command = "python tools/bench_rate_accuracy.py " + shlex.join(argv or sys.argv[1:])
-    header = f"command: `{command.strip()}`  \nmachine: {machine()}\n\n"
-    text = header + "\n".join(report)
-    text += f"\ntotal wall time: {wall:.0f} s ({wall / 60:.1f} min)\n"
+    blob["wall_s"] = round(sum(p["wall_s"] for p in blob["parts"].values()), 1)
+    text = joined_summary(report, PARTS)
     (out / "summary.md").write_text(text)
     (out / "summary.json").write_text(json.dumps(blob, indent=1, default=float))
-    if args.figures:
-        shutil.copy(out / "summary.md", Path(args.figures) / "summary.md")
     if args.readme:
-        update_readme(Path(args.readme), text, Path(args.figures) if args.figures else None)
+        # the parts run now replace theirs; the page keeps the other parts' sections as they were
+        page = joined_summary({**part_sections(readme_region(Path(args.readme))), **report}, PARTS)
+        update_readme(Path(args.readme), page, Path(args.figures) if args.figures else None)
+        text = page
+    if args.figures:
+        (Path(args.figures) / "summary.md").write_text(text)
     print("\n" + text)
     print(f"curves: {out}/<part>/results/curves/   summary: {out}/summary.md")
     return 0

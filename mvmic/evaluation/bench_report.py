@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,50 @@ def machine() -> str:
 BENCHMARKS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 README_BEGIN = "<!-- bench_rate_accuracy:begin (written by the tool; do not edit) -->"
 README_END = "<!-- bench_rate_accuracy:end -->"
+
+
+# one part's section of a summary: its heading down to its own "wall time" line
+_SECTION = re.compile(r"^### (?P<name>[\w-]+): .*?^wall time: (?P<wall>[\d.]+) s$\n?", re.M | re.S)
+
+
+def with_provenance(section: str, command: str, machine_line: str) -> str:
+    """A part section with the command and machine that produced it under its heading, so a
+    page that mixes parts from several runs says which run each came from."""
+    heading, rest = section.split("\n", 1)
+    return f"{heading}\n\ncommand: `{command}`  \nmachine: {machine_line}\n{rest}"
+
+
+def part_sections(summary_md: str) -> dict[str, str]:
+    """The part sections of a written summary, by part name. A section without its own
+    ``command:`` line (a summary written before sections carried one) gets the summary's."""
+    lead = summary_md.split("\n### ", 1)[0]
+    provenance = [ln for ln in lead.splitlines() if ln.startswith(("command:", "machine:"))]
+    sections = {}
+    for match in _SECTION.finditer(summary_md):
+        text = match.group(0).rstrip("\n") + "\n"
+        heading, rest = text.split("\n", 1)
+        if provenance and not rest.lstrip("\n").startswith("command:"):
+            text = f"{heading}\n\n" + "\n".join(provenance) + f"\n{rest}"
+        sections[match["name"]] = text
+    return sections
+
+
+def joined_summary(sections: dict[str, str], order: tuple[str, ...]) -> str:
+    """Sections in ``order`` and the total of their own wall times."""
+    names = [n for n in order if n in sections]
+    wall = sum(float(_SECTION.search(sections[n])["wall"]) for n in names)
+    runs = {re.search(r"^command: (.*)$", sections[n], re.M)[1] for n in names}
+    how = "the sum of the parts' own" + (f", from {len(runs)} runs" if len(runs) > 1 else "")
+    body = "\n".join(sections[n] for n in names)
+    return body + f"\ntotal wall time: {wall:.0f} s ({wall / 60:.1f} min; {how})\n"
+
+
+def readme_region(readme: Path) -> str:
+    """The text between the markers of ``readme`` (empty when it has none)."""
+    text = readme.read_text() if readme.is_file() else ""
+    if README_BEGIN not in text or README_END not in text:
+        return ""
+    return text.split(README_BEGIN, 1)[1].split(README_END, 1)[0]
 
 
 def update_readme(readme: Path, summary_md: str, figures: Path | None) -> None:

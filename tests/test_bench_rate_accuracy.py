@@ -245,6 +245,44 @@ def test_gan_goals_judge_d4_on_intervals(bench, tmp_path):
     assert d1["met"] is False  # one more wrong pixel pair per image: > 1 Dice point lower
 
 
+@pytest.mark.parametrize(
+    ("shift", "met", "band"),
+    [(-5, True, "[0.000, 0.019]×"), (5, False, "[0.075, ∞]×")],  # better / worse than any j2k
+)
+def test_gan_bit_goal_draws_beyond_the_anchors_range_count_at_their_bound(
+    bench, tmp_path, shift, met, band
+):
+    import numpy as np
+
+    from mvmic.evaluation.image_stats import recompute
+
+    store = tmp_path / "results"
+
+    def point(method, wrong, nbytes, **key):
+        stats = _stats(wrong, nbytes)
+        stats["rules"] = {"dice": "dice_samplewise_fg"}
+        p = {**key, "dice": recompute(stats, "dice"), "per_image": stats}
+        p["bpp"] = 8 * sum(nbytes) / len(nbytes) / 64**2
+        append_point(store, "isic2017", method, p, key=list(key))
+
+    wrong = np.arange(N_IMAGES) % 4 + 8
+    for q in range(4):  # 400 … 1600 bytes, each quality one wrong pixel pair fewer per image
+        point("jpeg2000", wrong + 2 - q, np.full(N_IMAGES, 400 * (q + 1)), quality=q)
+    point("liu2020-d4", wrong + shift, np.full(N_IMAGES, 30), lmbda=1.0)
+    summary = bench.summarize_gan(bench.GanPart(), store, 200)
+    goal = {g["goal"]: g for g in summary["goals"]}[
+        "D4 needs ≤ 0.05× the bits of jpeg2000 at equal dice"
+    ]
+    # better than JPEG 2000's best on every image: every draw's ratio is below 30/1600, so the
+    # low end is 0 and the high end that bound; worse than its cheapest: above 30/400, up to ∞
+    assert goal["met"] is met and band in goal["why"]
+    assert "200 of 200 draws beyond jpeg2000's range: at their bound" in goal["why"]
+    # the table's intervals: one per point, in the record's order, each around its value
+    cols = summary["methods"]["jpeg2000"]
+    assert len(cols["interval"]) == 4
+    assert all(lo <= v <= hi for (lo, hi), v in zip(cols["interval"], cols["dice"]))
+
+
 def test_lambda_calibration_widens_the_grid_to_reach_the_knee():
     import math
 

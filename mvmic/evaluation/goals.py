@@ -7,6 +7,7 @@ the goal, ``False`` (no) when the whole interval misses, ``"within noise"`` othe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,19 @@ def _lowest_point(method: Method, metric: str) -> int | None:
     return min(rows)[1] if rows else None
 
 
+def _point_intervals(
+    method: Method, metric: str, draws: int, by_rate: bool = True
+) -> dict[str, list]:
+    """``{"interval": [...]}``: each point's 95 % interval, in order of rate (else of the
+    record, as the table lists the points); ``{}`` without per-image statistics."""
+    n = len(method.results["bpp"]) if draws else 0
+    cis = [metric_interval({"results": method.results}, metric, draws, point=i) for i in range(n)]
+    if not any(cis):
+        return {}
+    order = sorted(range(n), key=lambda i: method.results["bpp"][i]) if by_rate else range(n)
+    return {"interval": [cis[i] for i in order]}
+
+
 def _paired(a: Method, i: int, b: Method, j: int, metric: str, draws: int):
     """The interval of b's point j minus a's point i (same images drawn); None without."""
     if not draws:
@@ -149,12 +163,7 @@ def summarize(part: Part, results: Path, draws: int = DRAWS) -> dict[str, Any]:
             key=lambda r: r[0],
         )
         summary["methods"][name] = {k: [r[i] for r in rows] for i, k in enumerate(cols)}
-        record = {"results": m.results}
-        n = len(m.results["bpp"]) if draws else 0
-        cis = [metric_interval(record, metric, draws, point=i) for i in range(n)]
-        if any(cis):
-            order = sorted(range(len(cis)), key=lambda i: m.results["bpp"][i])
-            summary["methods"][name]["interval"] = [cis[i] for i in order]
+        summary["methods"][name].update(_point_intervals(m, metric, draws))
 
     def versus(anchor_name: str, factor: float) -> dict[str, Any]:
         goal: dict[str, Any] = {
@@ -240,6 +249,7 @@ def summarize_gan(part: GanPart, results: Path, draws: int = DRAWS) -> dict[str,
     summary: dict[str, Any] = {"metric": metric, "methods": {}, "goals": []}
     for name, m in sorted(methods.items()):
         summary["methods"][name] = {k: m.results.get(k) for k in ("bpp", "psnr", metric)}
+        summary["methods"][name].update(_point_intervals(m, metric, draws, by_rate=False))
     pts = {name: m.points(metric) for name, m in methods.items()}
     # the bit goal's anchor: JPEG 2000 in 2D, H.264 (video of the slices) in 3D
     anchor, factor = part.anchor, part.bit_factor or GAN_FACTOR
@@ -263,10 +273,13 @@ def summarize_gan(part: GanPart, results: Path, draws: int = DRAWS) -> dict[str,
         ci = _ratio_interval(d4, methods[anchor], metric, draws) if draws else None
         if ci is None:
             met = all_verdicts([ratio_verdict(row, factor)])
-            interval = f" (no interval: no per-image statistics, or a draw beyond {anchor}'s range)"
+            interval = " (no interval: no per-image statistics)"
         else:
-            met = band_verdict(*ci, factor, lower_is_better=True)
-            interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]×"
+            met = band_verdict(ci[0], ci[1], factor, lower_is_better=True)
+            hi = "∞" if math.isinf(ci[1]) else f"{ci[1]:.3f}"
+            interval = f" [{ci[0]:.3f}, {hi}]×"
+            if ci[2]:
+                interval += f" ({ci[2]} of {draws} draws beyond {anchor}'s range: at their bound)"
         summary["goals"].append(
             {
                 "goal": f"D4 needs ≤ {factor}× the bits of {anchor} at equal {metric}",
@@ -281,24 +294,34 @@ def summarize_gan(part: GanPart, results: Path, draws: int = DRAWS) -> dict[str,
 
 def _ratio_interval(
     method: Method, anchor: Method, metric: str, draws: int
-) -> tuple[float, float] | None:
-    """The interval of the lowest point's bit ratio to ``anchor`` at equal metric, both
-    curves drawn jointly; None when a draw leaves the anchor's measured range (a bound)."""
+) -> tuple[float, float, int] | None:
+    """The interval of the lowest point's bit ratio to ``anchor`` at equal metric, both curves
+    drawn jointly, and how many draws left the anchor's measured range; None without stats.
+
+    A draw beyond the anchor's range only bounds its ratio (above the anchor's best point the
+    anchor needs more than its top rate: the ratio is below ``rate / top``; below its cheapest
+    point the ratio is above ``rate / cheapest``). Each bound enters on the side where it can
+    only widen the interval: an upper bound counts as 0 for the low end and as itself for the
+    high end, a lower bound as itself for the low end and as ∞ for the high end.
+    """
     mine = curve_draws({"results": method.results}, metric, draws)
     theirs = curve_draws({"results": anchor.results}, metric, draws)
     if mine is None or theirs is None or mine[2] != theirs[2]:
         return None
     (mr, mv, _), (ar, av, _) = mine, theirs
     k = int(np.argmin(mr[:, 0]))
-    ratios = []
+    low_ends, high_ends, bounded = [], [], 0
     for d in range(mr.shape[1]):
         order = np.argsort(ar[:, d], kind="stable")
         need, bound = rate_at(ar[order, d], av[order, d], mv[k, d])
-        if bound:
-            return None
-        ratios.append(mr[k, d] / need)
-    lo, hi = np.quantile(ratios, [0.025, 0.975])
-    return float(lo), float(hi)
+        ratio = mr[k, d] / need
+        bounded += bool(bound)
+        # rate_at's ">": the anchor needs more than `need`, so the ratio is at most `ratio`
+        low_ends.append(0.0 if bound == ">" else ratio)
+        high_ends.append(math.inf if bound == "<" else ratio)
+    lo = float(np.quantile(low_ends, 0.025))
+    hi = float(np.quantile(high_ends, 0.975, method="higher"))
+    return lo, hi, bounded
 
 
 def bd_rows(results: Path, metrics: Sequence[str]) -> list[dict[str, str]]:

@@ -283,6 +283,35 @@ def test_gan_bit_goal_draws_beyond_the_anchors_range_count_at_their_bound(
     assert all(lo <= v <= hi for (lo, hi), v in zip(cols["interval"], cols["dice"]))
 
 
+@pytest.mark.parametrize(
+    ("steps", "per_epoch", "epochs", "limit"),
+    [
+        (60, 21, 3, 20),  # seg stage 1: was 2 epochs of min(30, 21) = 42 batches
+        (30, 21, 2, 15),
+        (300, 90, 4, 75),  # det base: was 2 x min(150, 90) = 180
+        (16, 90, 2, 8),
+        (1, 5, 2, 1),
+    ],
+)
+def test_a_short_budget_trains_exactly_its_steps(steps, per_epoch, epochs, limit):
+    from mvmic.evaluation.bench_settings import epoch_plan
+
+    plan = epoch_plan(steps, per_epoch)
+    assert plan == {
+        "max_epochs": epochs,
+        "check_val_every_n_epoch": 1,
+        "limit_train_batches": limit,
+    }
+    assert limit <= per_epoch and epochs * limit >= steps and epochs * (limit - 1) < steps
+
+
+def test_a_long_budget_is_whole_epochs_validated_about_four_times():
+    from mvmic.evaluation.bench_settings import epoch_plan
+
+    assert epoch_plan(320, 20) == {"max_epochs": 16, "check_val_every_n_epoch": 4}
+    assert epoch_plan(84, 21) == {"max_epochs": 4, "check_val_every_n_epoch": 1}
+
+
 def test_lambda_calibration_widens_the_grid_to_reach_the_knee():
     import math
 

@@ -267,21 +267,7 @@ def write_config(
     cfg["data"]["init_args"].update(data)
     if run_dir is not None:
         cfg["trainer"] = retarget_trainer(cfg, run_dir, path.stem, group)
-    # Validated (and so checkpointed) about 4 times a run: checkpoints with Adam state are
-    # 0.2-0.5 GB here, and the configs would write two after every short epoch. A run shorter
-    # than 4 epochs is 2 epochs of `limit_train_batches` batches each (a fresh shuffle every
-    # epoch), so its step budget is what it says, not rounded up to whole epochs.
-    per_epoch = steps_per_epoch(cfg["data"])
-    epochs = max(1, round(max_steps / per_epoch))
-    every = max(1, round(epochs / 4))
-    if max_steps >= 4 * per_epoch:
-        cfg["trainer"].update(
-            max_epochs=every * max(1, round(epochs / every)), check_val_every_n_epoch=every
-        )
-    else:
-        cfg["trainer"].update(
-            max_epochs=2, check_val_every_n_epoch=1, limit_train_batches=max(1, -(-max_steps // 2))
-        )
+    cfg["trainer"].update(epoch_plan(max_steps, steps_per_epoch(cfg["data"])))
     cfg["trainer"]["enable_progress_bar"] = False
     path.parent.mkdir(parents=True, exist_ok=True)
     source = " + ".join((base, *overlays))
@@ -320,6 +306,30 @@ def write_mse_stage2(
         group=group,
     )  # fmt: skip
     return codec
+
+
+def epoch_plan(max_steps: int, per_epoch: int) -> dict[str, int]:
+    """Trainer settings that train ``max_steps`` batches and validate a few times.
+
+    Validated (and so checkpointed) about 4 times a run: checkpoints with Adam state are
+    0.2-0.5 GB here, and the configs would write two after every short epoch. A budget of 4
+    epochs or more is rounded to whole epochs; a shorter one is 2 or more epochs of
+    ``limit_train_batches`` batches each (a fresh shuffle every epoch), as many epochs as it
+    takes for that limit to fit in one epoch, so the budget is what it says.
+    """
+    if max_steps >= 4 * per_epoch:
+        epochs = max(1, round(max_steps / per_epoch))
+        every = max(1, round(epochs / 4))
+        return {
+            "max_epochs": every * max(1, round(epochs / every)),
+            "check_val_every_n_epoch": every,
+        }
+    epochs = max(2, -(-max_steps // per_epoch))
+    return {
+        "max_epochs": epochs,
+        "check_val_every_n_epoch": 1,
+        "limit_train_batches": max(1, -(-max_steps // epochs)),
+    }
 
 
 def steps_per_epoch(data: dict[str, Any]) -> int:

@@ -87,7 +87,9 @@ SEG = Part(
     # 4: 0.911 at 0.060 (0.36×, 0.48×); 16: 0.918 at 0.062 (0.28×, 0.42×). Other levers at
     # λ_t 1: stage-1 U-Net frozen 0.899 at 0.056 (0.45×, 0.61×); λ_d = 0 0.875 at 0.038
     # (0.49×, 0.58×); at λ_t 4, frozen U-Net or stage 2 ×1.4 steps changed < 0.2 points.
-    stage1={"lr": 0.0005, "task_lr": 0.0002, "lmbda_t": 16.0},
+    # λ_t stays 1 until the seg part is re-run with 16 (the Results page is the λ_t 1 run);
+    # `--set seg.stage1.lmbda_t=16` runs it.
+    stage1={"lr": 0.0005, "task_lr": 0.0002, "lmbda_t": 1.0},
     stage2={"lr": 0.0001},
 )
 

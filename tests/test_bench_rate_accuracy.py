@@ -219,19 +219,24 @@ def test_stage_goal_is_no_when_one_lambda_is_worse_beyond_noise(bench, tmp_path)
     assert all(lo <= v <= hi for (lo, hi), v in zip(cis, values))
 
 
+def _gan_point(store, method, wrong, nbytes, **key):
+    """An ISIC record point whose Dice and bpp come from per-image statistics."""
+    from mvmic.evaluation.image_stats import recompute
+
+    stats = _stats(wrong, nbytes)
+    stats["rules"] = {"dice": "dice_samplewise_fg"}
+    p = {**key, "dice": recompute(stats, "dice"), "per_image": stats}
+    p["bpp"] = 8 * sum(nbytes) / len(nbytes) / 64**2
+    append_point(store, "isic2017", method, p, key=list(key))
+
+
 def test_gan_goals_judge_d4_on_intervals(bench, tmp_path):
     import numpy as np
-
-    from mvmic.evaluation.image_stats import recompute
 
     store = tmp_path / "results"
 
     def point(method, wrong, nbytes, **key):
-        stats = _stats(wrong, nbytes)
-        stats["rules"] = {"dice": "dice_samplewise_fg"}
-        p = {**key, "dice": recompute(stats, "dice"), "per_image": stats}
-        p["bpp"] = 8 * sum(nbytes) / len(nbytes) / 64**2
-        append_point(store, "isic2017", method, p, key=list(key))
+        _gan_point(store, method, wrong, nbytes, **key)
 
     wrong = np.arange(N_IMAGES) % 4 + 8
     for q in range(4):
@@ -254,16 +259,10 @@ def test_gan_bit_goal_draws_beyond_the_anchors_range_count_at_their_bound(
 ):
     import numpy as np
 
-    from mvmic.evaluation.image_stats import recompute
-
     store = tmp_path / "results"
 
     def point(method, wrong, nbytes, **key):
-        stats = _stats(wrong, nbytes)
-        stats["rules"] = {"dice": "dice_samplewise_fg"}
-        p = {**key, "dice": recompute(stats, "dice"), "per_image": stats}
-        p["bpp"] = 8 * sum(nbytes) / len(nbytes) / 64**2
-        append_point(store, "isic2017", method, p, key=list(key))
+        _gan_point(store, method, wrong, nbytes, **key)
 
     wrong = np.arange(N_IMAGES) % 4 + 8
     for q in range(4):  # 400 … 1600 bytes, each quality one wrong pixel pair fewer per image

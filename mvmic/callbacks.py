@@ -117,8 +117,10 @@ class ResultsWriter(Callback):
             )
         if self.draw_curves:
             from mvmic.evaluation.curves import draw_curves, log_curves_to_wandb
+            from mvmic.evaluation.records import locked
 
             # a quick redraw after each test; `mvmic curves` adds the bootstrap intervals
-            curves = draw_curves(results_dir, draws=0)
+            with locked(Path(results_dir)):  # tests side by side draw the same figures
+                curves = draw_curves(results_dir, draws=0)
             for logger in wandb_loggers:
                 log_curves_to_wandb(curves, run=logger.experiment)

@@ -12,11 +12,12 @@ declares) is already there replaces it, so re-running a test is idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,19 @@ def append_point(
             :data:`POINT_KEYS` the point has; a point with none of them is appended.
     """
     path = record_path(results_dir, dataset, method)
+    with locked(path.parent):  # runs side by side (`mvmic sweep --jobs`) add to one record
+        _append(path, method, point, description, fields, key)
+    return path
+
+
+def _append(
+    path: Path,
+    method: str,
+    point: dict[str, Any],
+    description: str,
+    fields: dict[str, Any] | None,
+    key: Sequence[str] | None,
+) -> None:
     record = (
         load_record(path)
         if path.is_file()
@@ -91,7 +105,24 @@ def append_point(
         record["description"] = description
     record.update(fields or {})
     _write_json_atomic(path, record)
-    return path
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a folder of records (``.lock`` in it) while one process reads,
+    changes and writes there; without ``fcntl`` (Windows) no lock is taken."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _matching_index(

@@ -57,3 +57,43 @@ def test_the_bench_skips_a_step_whose_marker_exists(tmp_path, capsys):
     Runner(tmp_path).mvmic("fit", "--config", "missing.yaml", done=marker)  # would fail if run
     assert "[  done] mvmic fit --config missing.yaml" in capsys.readouterr().out
     assert "missing.yaml" not in (tmp_path / "commands.sh").read_text()
+
+
+@pytest.mark.parametrize("mode", ["fork", "subprocess"])
+def test_a_step_with_a_log_writes_its_output_there(tmp_path, monkeypatch, capfd, mode):
+    """Runs side by side (`mvmic sweep --jobs`) each keep their output in their own file."""
+    env = {**runner.offline_env(), "MVMIC_STEPS": mode}
+    log = tmp_path / "output.log"
+    bad = ["fit", "--config", str(tmp_path / "missing.yaml")]
+    assert runner.run_mvmic(bad, env=env, log=log) == 2
+    assert "missing.yaml" in log.read_text()
+    assert "missing.yaml" not in capfd.readouterr().err
+
+
+def test_the_bench_runs_chains_side_by_side_each_in_order(tmp_path, monkeypatch):
+    import threading
+
+    first_steps = threading.Barrier(2, timeout=20)  # breaks unless both chains run at once
+    ran, lock = [], threading.Lock()
+
+    def fake_run(args, *, env, cwd, check, log):
+        if args[-1] in ("a1", "b1"):
+            first_steps.wait()
+        with lock:
+            ran.append((args[-1], env["OMP_NUM_THREADS"], log))
+        if args[-1] == "b2" and check:
+            raise subprocess.CalledProcessError(1, ["mvmic", *args])
+        return 0
+
+    monkeypatch.setattr(runner, "run_mvmic", fake_run)
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    steps = {n: (("synth", n), tmp_path / n / runner.DONE) for n in ("a1", "a2", "b1", "b2")}
+    bench_runner = Runner(tmp_path)
+    with pytest.raises(subprocess.CalledProcessError):  # b2 failed: raised after a2 finished
+        bench_runner.side_by_side([[steps["a1"], steps["a2"]], [steps["b1"], steps["b2"]]])
+    assert [r[0] for r in ran if r[0][0] == "a"] == ["a1", "a2"]
+    assert [r[0] for r in ran if r[0][0] == "b"] == ["b1", "b2"]
+    assert all(t == "1" and log == tmp_path / n / "output.log" for n, t, log in ran)
+    assert runner.is_done(steps["a2"][1]) and not runner.is_done(steps["b2"][1])
+    assert "mvmic synth a2\n# 0 s: synth a2\n" in (tmp_path / "commands.sh").read_text()

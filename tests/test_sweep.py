@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mvmic.evaluation import sweep
+from mvmic.evaluation import runner, sweep
 
 # --- sweep planning --------------------------------------------------------------------------
 
@@ -167,3 +167,60 @@ def test_sweep_hands_on_the_chosen_checkpoint_and_says_when_it_is_missing(
 def test_sweep_rejects_bad_param(tmp_path):
     with pytest.raises(ValueError, match="--param must be one of"):
         sweep.plan_sweep(str(_config(tmp_path, "a.yaml")), [0.1], tmp_path, param="lmbda")
+
+
+def test_sweep_jobs_runs_the_lambdas_side_by_side_each_in_order(tmp_path, monkeypatch, capsys):
+    import threading
+
+    s1, s2 = _config(tmp_path, "seg.yaml"), _config(tmp_path, "seg_stage2.yaml")
+    root = tmp_path / "sweep"
+    both_stage1 = threading.Barrier(2, timeout=20)  # breaks unless two λ run at once
+    ran, lock = [], threading.Lock()
+
+    def fake_run(step, **kwargs):
+        if step.stage == "stage1":
+            both_stage1.wait()
+        with lock:
+            ran.append((step.value, step.stage, kwargs["env"]["OMP_NUM_THREADS"], kwargs["log"]))
+        _write_last(step)
+        return 1 if (step.value, step.stage) == (0.01, "stage1") else 0
+
+    monkeypatch.setattr(sweep, "run_step", fake_run)
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    args = ["--config", str(s1), "--stage2_config", str(s2), "--root", str(root), "--no_wandb"]
+    assert sweep.main([*args, "--lmbda", "0.01,0.02", "--jobs", "2"]) == 1
+    assert {r[2] for r in ran} == {"2"}  # 4 cores, 2 runs: 2 threads each
+    assert all(r[3] == root / f"lmbda_d_{r[0]:g}" / r[1] / "output.log" for r in ran)
+    # 0.01's stage 1 failed: its stage 2 and test never ran; 0.02 ran all in order
+    assert [r[1] for r in ran if r[0] == 0.01] == ["stage1"]
+    assert [r[1] for r in ran if r[0] == 0.02] == ["stage1", "stage2", "test"]
+    assert "2 λ at a time, 2 thread(s) each" in capsys.readouterr().out
+
+
+def test_sweep_jobs_must_be_one_or_more(capsys):
+    assert sweep.main(["--config", "a.yaml", "--lmbda", "0.1", "--jobs", "0"]) == 2
+    assert "mvmic sweep: --jobs must be 1 or more, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sweep_jobs_two_real_lambdas_side_by_side(colondb_root, tmp_path):
+    """`mvmic sweep --jobs 2` as a user runs it: real processes, one record with both points."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "sweep"
+    tiny = ["--model.N", "8", "--model.M", "12", "--model.init_codec", "null",
+            "--model.init_task", "null", "--data.root", str(colondb_root),
+            "--data.image_size", "64", "--data.batch_size", "4", "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]  # fmt: skip
+    cmd = [sys.executable, "-m", "mvmic.cli", "sweep", "--config", "demo.yaml", "--no_stage2",
+           "--lmbda", "0.0018,0.0932", "--jobs", "2", "--root", str(root), "--no_wandb", *tiny]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "2 λ at a time" in run.stdout
+    for lmbda in ("0.0018", "0.0932"):
+        log = (root / f"lmbda_d_{lmbda}" / "test" / "output.log").read_text()
+        assert "results:" in log  # each run's own output is in its own file
+    (record,) = (root / "results").glob("*/MVMICNet*.json")
+    assert sorted(json.loads(record.read_text())["results"]["lmbda"]) == [0.0018, 0.0932]

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 DONE = "DONE"
+_REPO = Path(__file__).resolve().parents[2]
 # What every step imports; the forkserver imports it once. Nothing here runs a torch op or
 # starts a thread at import, so forking after it is safe.
 PRELOAD = (
@@ -44,6 +49,12 @@ def offline_env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
 
 
+def step_threads(jobs: int) -> int:
+    """Threads per step when ``jobs`` steps share this machine's cores (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // jobs)
+
+
 def is_done(marker: Path | None) -> bool:
     """Whether the step with this ``DONE`` marker has finished (``None``: never skipped)."""
     return marker is not None and marker.is_file()
@@ -62,20 +73,27 @@ def run_mvmic(
     cwd: Path | None = None,
     check: bool = False,
     python: str = sys.executable,
+    log: Path | None = None,
 ) -> int:
     """Run ``mvmic ARGS`` in its own process; return its exit status.
 
     With this interpreter (the default) the process is forked from the preloaded forkserver;
     with another ``python``, or ``MVMIC_STEPS=subprocess``, it is ``python -m mvmic.cli ARGS``.
+    With ``log`` its standard output and error go to that file (steps run side by side).
 
     Raises:
         subprocess.CalledProcessError: with ``check``, when the step fails.
     """
     mode = (env or os.environ).get("MVMIC_STEPS", "fork")
     if python != sys.executable or mode == "subprocess":
-        result = subprocess.run(mvmic_argv(args, python), env=env, cwd=cwd, check=check)
-        return result.returncode
-    proc = _forkserver().Process(target=_step, args=(list(args), env, str(cwd) if cwd else None))
+        argv = mvmic_argv(args, python)
+        if log is None:
+            return subprocess.run(argv, env=env, cwd=cwd, check=check).returncode
+        with open(log, "w") as out:
+            run = subprocess.run(argv, env=env, cwd=cwd, check=check, stdout=out, stderr=out)
+            return run.returncode
+    where = (str(cwd) if cwd else None, str(log) if log else None)
+    proc = _forkserver().Process(target=_step, args=(list(args), env, *where))
     proc.start()
     proc.join()
     code = proc.exitcode if proc.exitcode is not None else 1
@@ -94,8 +112,14 @@ def _forkserver():  # noqa: ANN202 - a multiprocessing context
     return server
 
 
-def _step(args: list[str], env: dict[str, str] | None, cwd: str | None) -> None:
-    """A step's process: the caller's environment and folder, then ``mvmic ARGS``."""
+def _step(args: list[str], env: dict[str, str] | None, cwd: str | None, log: str | None) -> None:
+    """A step's process: the caller's environment and folder (and log file), then
+    ``mvmic ARGS``."""
+    if log is not None:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     if env is not None:  # the forkserver's environment is the one it started with
         os.environ.clear()
         os.environ.update(env)
@@ -111,3 +135,51 @@ def _step(args: list[str], env: dict[str, str] | None, cwd: str | None) -> None:
 
     sys.argv = ["mvmic", *args]
     sys.exit(main(args))
+
+
+class Runner:
+    """Runs ``mvmic`` commands, prints and logs them, and skips steps already done."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.log = out / "commands.sh"
+        self._lock = threading.Lock()
+        out.mkdir(parents=True, exist_ok=True)
+        if not self.log.exists():
+            self.log.write_text("#!/usr/bin/env bash\n# written by tools/bench_rate_accuracy.py\n")
+
+    def mvmic(self, *args: str, done: Path | None = None, jobs: int = 1) -> None:
+        """``mvmic ARGS`` in a subprocess; with ``done``: skip if that marker exists, else write
+        it after success. ``jobs`` > 1: one of that many steps running at once, on its share of
+        the cores, its output in ``output.log`` beside ``done``."""
+        line = "mvmic " + shlex.join(args)
+        if is_done(done):
+            print(f"[  done] {line}", flush=True)
+            return
+        env, log = offline_env(), None
+        if jobs > 1 and done is not None:
+            env.setdefault("OMP_NUM_THREADS", str(step_threads(jobs)))
+            log = done.parent / "output.log"
+            done.parent.mkdir(parents=True, exist_ok=True)
+        print(f"\n$ {line}" + (f"   # output: {log}" if log else ""), flush=True)
+        with self._lock, self.log.open("a") as f:
+            f.write(line + "\n")
+        t0 = time.perf_counter()
+        run_mvmic(args, env=env, cwd=_REPO, check=True, log=log)
+        with self._lock, self.log.open("a") as f:
+            f.write(f"# {time.perf_counter() - t0:.0f} s: {shlex.join(args[:3])}\n")
+        if done is not None:
+            mark_done(done)
+
+    def side_by_side(self, chains: Sequence[Sequence[tuple[tuple[str, ...], Path]]]) -> None:
+        """Each chain's ``(args, done)`` steps in order, the chains at once (the cores split
+        between them); the first failure is raised once every chain has stopped."""
+        jobs = len(chains)
+
+        def run(chain: Sequence[tuple[tuple[str, ...], Path]]) -> None:
+            for args, done in chain:
+                self.mvmic(*args, done=done, jobs=jobs)
+
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            for future in [pool.submit(run, chain) for chain in chains]:
+                future.result()

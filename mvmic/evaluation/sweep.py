@@ -23,14 +23,25 @@ config's value. ``--param lmbda_t`` varies the task weight instead (at the confi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import shlex
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mvmic.evaluation.runner import DONE, is_done, mark_done, mvmic_argv, offline_env, run_mvmic
+from mvmic.evaluation.runner import (
+    DONE,
+    is_done,
+    mark_done,
+    mvmic_argv,
+    offline_env,
+    run_mvmic,
+    step_threads,
+)
 
 PARAMS = ("lmbda_d", "lmbda_t")
 CKPTS = ("last", "best")
@@ -204,8 +215,17 @@ def plan_sweep(
     return steps
 
 
-def run_step(step: Step, python: str = sys.executable) -> int:
-    """Run one step as ``python -m mvmic.cli …``; write its DONE marker if it succeeded."""
+def run_step(
+    step: Step,
+    python: str = sys.executable,
+    *,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> int:
+    """Run one step as ``python -m mvmic.cli …``; write its DONE marker if it succeeded.
+
+    ``env``: its environment (default: this one, W&B offline); ``log``: where its output goes
+    (default: this process's output)."""
     step.run_dir.mkdir(parents=True, exist_ok=True)
     step.marker.unlink(missing_ok=True)  # stale after an upstream stage re-ran
     if step.status == "todo":
@@ -213,17 +233,57 @@ def run_step(step: Step, python: str = sys.executable) -> int:
         for old in (step.run_dir / "checkpoints").glob("*.ckpt"):
             old.unlink()
     cmd = mvmic_argv(step.argv, python)
-    (step.run_dir / "command.txt").write_text(" ".join(_quote(a) for a in cmd) + "\n")
-    rc = run_mvmic(step.argv, env=offline_env(), python=python)
+    (step.run_dir / "command.txt").write_text(" ".join(shlex.quote(a) for a in cmd) + "\n")
+    rc = run_mvmic(step.argv, env=env or offline_env(), python=python, log=log)
     if rc == 0 and (step.stage.startswith("test") or step.last_ckpt.is_file()):
         mark_done(step.marker)
     return rc
 
 
-def _quote(arg: str) -> str:
-    import shlex
+#: a run's output file in its folder when runs go side by side (``--jobs``)
+LOG = "output.log"
 
-    return shlex.quote(arg)
+
+def _run_chain(chain: list[Step], *, param: str, jobs: int, side_by_side: bool) -> bool:
+    """One λ's steps in order; True if one failed. A training stage that fails blocks the
+    stages after it (a failed test blocks nothing)."""
+    failed = False
+    kwargs: dict[str, Any] = {}
+    if side_by_side:
+        env = offline_env()
+        # the user's own OMP_NUM_THREADS wins; otherwise the runs split the cores
+        env.setdefault("OMP_NUM_THREADS", str(step_threads(jobs)))
+        kwargs["env"] = env
+    for step in chain:
+        if step.status == "done":
+            continue
+        where = f" -> {step.run_dir / LOG}" if side_by_side else ""
+        print(f"== {param}={step.value:g} {step.stage} ({step.status}){where}", flush=True)
+        if step.input_ckpt is not None and not step.input_ckpt.is_file():
+            print(
+                f"mvmic sweep: {step.stage} for {param}={step.value:g} needs "
+                f"{step.input_ckpt}, which the previous stage did not write; with --ckpt best "
+                f"its config needs a ModelCheckpoint(filename=best, monitor=...), or use "
+                f"--ckpt last",
+                file=sys.stderr,
+            )
+            rc = 1
+        else:
+            if side_by_side:
+                step.run_dir.mkdir(parents=True, exist_ok=True)
+                kwargs["log"] = step.run_dir / LOG
+            rc = run_step(step, **kwargs)
+        if rc == 0:
+            continue
+        print(
+            f"mvmic sweep: {step.stage} for {param}={step.value:g} failed (exit {rc}); "
+            f"see {step.run_dir}; re-run the same command to resume",
+            file=sys.stderr,
+        )
+        failed = True
+        if not step.stage.startswith("test"):
+            return True  # the later stages of this λ need this one's checkpoint
+    return failed
 
 
 def default_stage2(config: str) -> str | None:
@@ -267,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", default=None, help="W&B group (default: ROOT's name)")
     p.add_argument("--anchor", default=None, help="BD-rate anchor for the final curves")
     p.add_argument("--no_wandb", action="store_true", help="do not log the final curves to W&B")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run this many λ at a time, the cores split between them (OMP_NUM_THREADS, "
+        "unless set), each run's output in its folder's output.log",
+    )
     p.add_argument("--dry_run", action="store_true", help="print the plan and the commands")
     return p
 
@@ -274,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``mvmic sweep``: see :func:`build_parser`."""
     args, extra = build_parser().parse_known_args(argv)
+    if args.jobs < 1:
+        print(f"mvmic sweep: --jobs must be 1 or more, got {args.jobs}", file=sys.stderr)
+        return 2
     try:
         values = [float(v) for v in args.lmbda.split(",") if v.strip()]
     except ValueError:
@@ -300,36 +370,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         for step in steps:
             if step.status != "done":
-                print("mvmic " + " ".join(_quote(a) for a in step.argv))
+                print("mvmic " + " ".join(shlex.quote(a) for a in step.argv))
         return 0
-    failed, blocked = False, set()
-    for step in steps:
-        if step.status == "done":
-            continue
-        # A later stage of a λ whose earlier training stage just failed cannot run.
-        if step.value in blocked:
-            continue
-        print(f"== {args.param}={step.value:g} {step.stage} ({step.status})", flush=True)
-        if step.input_ckpt is not None and not step.input_ckpt.is_file():
-            print(
-                f"mvmic sweep: {step.stage} for {args.param}={step.value:g} needs "
-                f"{step.input_ckpt}, which the previous stage did not write; with --ckpt best "
-                f"its config needs a ModelCheckpoint(filename=best, monitor=...), or use "
-                f"--ckpt last",
-                file=sys.stderr,
-            )
-            rc = 1
-        else:
-            rc = run_step(step)
-        if rc != 0:
-            print(
-                f"mvmic sweep: {step.stage} for {args.param}={step.value:g} failed (exit {rc});"
-                f" see {step.run_dir}; re-run the same command to resume",
-                file=sys.stderr,
-            )
-            failed = True
-            if not step.stage.startswith("test"):
-                blocked.add(step.value)
+    chains: dict[float, list[Step]] = {}
+    for step in steps:  # each λ's stages in order; the λ are independent of each other
+        chains.setdefault(step.value, []).append(step)
+    run = functools.partial(_run_chain, param=args.param, side_by_side=args.jobs > 1)
+    if args.jobs > 1:
+        print(f"mvmic sweep: {args.jobs} λ at a time, {step_threads(args.jobs)} thread(s) each; "
+              f"each run's output in its folder's {LOG}", flush=True)  # fmt: skip
+        with ThreadPoolExecutor(args.jobs) as pool:
+            failed = any(list(pool.map(lambda chain: run(chain, jobs=args.jobs), chains.values())))
+    else:
+        failed = any([run(chain, jobs=1) for chain in chains.values()])
     results_dir = Path(args.results_dir) if args.results_dir else Path(args.root) / "results"
     if results_dir.is_dir():
         from mvmic.evaluation.curves import main as curves_main

@@ -118,7 +118,7 @@ def test_set_overrides_copy_the_settings_and_name_what_is_wrong(bench):
         ["seg.stage1.freeze_task=true", "gan.steps=500", "det.lmbdas=[0.001, 0.01]"],
     )
     assert settings["seg"].stage1["freeze_task"] is True
-    assert settings["seg"].stage1["lmbda_t"] == 1.0  # the rest of the mapping is kept
+    assert settings["seg"].stage1["lmbda_t"] == bench.SEG.stage1["lmbda_t"]  # the rest is kept
     assert settings["gan"].steps == 500 and settings["det"].lmbdas == [0.001, 0.01]
     assert "freeze_task" not in bench.SEG.stage1 and bench.GanPart().steps != 500
     for bad, message in [
@@ -406,3 +406,27 @@ def test_a_resumed_part_adds_its_time_to_the_earlier_runs(tmp_path):
     assert bench_module.part_wall(tmp_path, 12.5) == 12.5
     assert bench_module.part_wall(tmp_path, 2.0) == 14.5  # the resumed run skipped its done steps
     assert (tmp_path / "wall_s").read_text() == "14.5\n"
+
+
+def test_gan_part_runs_d1_and_d2_side_by_side_and_d4_after_d2(bench, isic_root, tmp_path):
+    part = bench.with_overrides(
+        bench.PART_SETTINGS, ["gan.data.image_size=32", "gan.data.train_crop=16"]
+    )["gan"]
+
+    class Runner:  # records the plan instead of running it
+        chains: list = []
+        single: list = []
+
+        def side_by_side(self, chains):
+            self.chains = [[(args[0], done.parent.name) for args, done in c] for c in chains]
+
+        def mvmic(self, *args, done=None):
+            self.single.append(args[0])
+
+    runner = Runner()
+    bench_module.run_gan_part(part, runner, isic_root, tmp_path, 0.05)
+    assert runner.chains == [
+        [("fit", "d1"), ("test", "d1_test"), ("anchors", "anchors")],
+        [("fit", "d2"), ("test", "d2_test"), ("fit", "d4"), ("test", "d4_test")],
+    ]
+    assert runner.single == ["curves"]

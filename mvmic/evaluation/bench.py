@@ -73,7 +73,7 @@ from mvmic.evaluation.goals import (
     summarize_gan,
 )
 from mvmic.evaluation.liu_table import write_liu_tables
-from mvmic.evaluation.runner import is_done, mark_done, offline_env, run_mvmic
+from mvmic.evaluation.runner import Runner
 
 REPO = Path(__file__).resolve().parents[2]
 # The bench's parts re-exported: tests and callers use ``bench.SEG``, ``bench.summarize``, ...
@@ -83,35 +83,6 @@ __all__ = [
     "main", "rate_at", "ratio_verdict", "summarize", "summarize_gan", "update_readme",
     "with_overrides", "write_config",
 ]  # fmt: skip
-
-
-# -- running ------------------------------------------------------------------------------------
-class Runner:
-    """Runs ``mvmic`` commands, prints and logs them, and skips steps already done."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.log = out / "commands.sh"
-        out.mkdir(parents=True, exist_ok=True)
-        if not self.log.exists():
-            self.log.write_text("#!/usr/bin/env bash\n# written by tools/bench_rate_accuracy.py\n")
-
-    def mvmic(self, *args: str, done: Path | None = None) -> None:
-        """``mvmic ARGS`` in a subprocess; with ``done``: skip if that marker exists, else write
-        it after success."""
-        line = "mvmic " + shlex.join(args)
-        if is_done(done):
-            print(f"[  done] {line}", flush=True)
-            return
-        print(f"\n$ {line}", flush=True)
-        with self.log.open("a") as f:
-            f.write(line + "\n")
-        t0 = time.perf_counter()
-        run_mvmic(args, env=offline_env(), cwd=REPO, check=True)
-        with self.log.open("a") as f:
-            f.write(f"# {time.perf_counter() - t0:.0f} s\n")
-        if done is not None:
-            mark_done(done)
 
 
 # -- the learned-vs-standard pipeline (seg, det) ------------------------------------------------
@@ -131,6 +102,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         runner.mvmic(
             "sweep", "--config", str(config), *flags, "--lmbda", values, "--root", str(root),
             "--results_dir", str(results), "--group", group, "--no_wandb", "--ckpt", "best",
+            "--jobs", str(part.sweep_jobs),
         )  # fmt: skip
 
     task_dir = out / "task"
@@ -243,6 +215,7 @@ def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: fl
     channels = part.channels or data_channels(part.config, data)
     if part.channels is None:  # 2D modules read grey or RGB as detected
         data["in_channels"] = channels
+    plan: dict[str, list[tuple[tuple[str, ...], Path]]] = {}  # each design's fit and test
     for design in part.designs:
         run_dir = out / design.lower()
         init = {"init_from": str(last[part.init_from[design]])} if design in part.init_from else {}
@@ -263,19 +236,32 @@ def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: fl
             run_dir=run_dir,
             group=group,
         )
-        runner.mvmic("fit", "--config", str(cfgs[design]), done=run_dir / "DONE")
-        runner.mvmic(
-            "test", "--config", str(cfgs[design]), "--ckpt_path", str(last[design]),
-            done=out / f"{design.lower()}_test" / "DONE",
-        )  # fmt: skip
+        test = ("test", "--config", str(cfgs[design]), "--ckpt_path", str(last[design]))
+        plan[design] = [
+            (("fit", "--config", str(cfgs[design])), run_dir / "DONE"),
+            (test, out / f"{design.lower()}_test" / "DONE"),
+        ]
     ref = part.designs[0]
-    qualities = ["--qualities", part.anchor_qualities] if part.anchor_qualities else []
-    runner.mvmic(
-        "anchors", "--config", str(cfgs[ref]),
-        "--ckpt_path", str(last[ref]),
+    qualities = ("--qualities", part.anchor_qualities) if part.anchor_qualities else ()
+    anchors = (
+        "anchors", "--config", str(cfgs[ref]), "--ckpt_path", str(last[ref]),
         "--codecs", part.anchors, *qualities, "--results_dir", str(results), "--no_curves",
-        done=out / "anchors" / "DONE",
     )  # fmt: skip
+    plan[ref].append((anchors, out / "anchors" / "DONE"))
+    # A design that starts from another (D4 from D2) runs after it, in its chain; the chains
+    # (D1 then the anchors through it; D2 then D4) run side by side.
+    chains: dict[str, list[tuple[tuple[str, ...], Path]]] = {}
+    for design in part.designs:
+        head = design
+        while head in part.init_from:
+            head = part.init_from[head]
+        chains.setdefault(head, []).extend(plan[design])
+    if part.side_by_side:
+        runner.side_by_side(list(chains.values()))
+    else:
+        for chain in chains.values():
+            for args, done in chain:
+                runner.mvmic(*args, done=done)
     runner.mvmic(
         "curves", str(results), "--anchor", part.anchor, "--envelope", "--wandb",
         "--wandb_group", group, "--wandb_dir", str(out),

@@ -410,7 +410,8 @@ def test_a_resumed_part_adds_its_time_to_the_earlier_runs(tmp_path):
 
 def test_gan_part_runs_d1_and_d2_side_by_side_and_d4_after_d2(bench, isic_root, tmp_path):
     part = bench.with_overrides(
-        bench.PART_SETTINGS, ["gan.data.image_size=32", "gan.data.train_crop=16"]
+        bench.PART_SETTINGS,
+        ["gan.data.image_size=32", "gan.data.train_crop=16", "gan.side_by_side=true"],
     )["gan"]
 
     class Runner:  # records the plan instead of running it

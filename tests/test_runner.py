@@ -94,6 +94,21 @@ def test_the_bench_runs_chains_side_by_side_each_in_order(tmp_path, monkeypatch)
         bench_runner.side_by_side([[steps["a1"], steps["a2"]], [steps["b1"], steps["b2"]]])
     assert [r[0] for r in ran if r[0][0] == "a"] == ["a1", "a2"]
     assert [r[0] for r in ran if r[0][0] == "b"] == ["b1", "b2"]
-    assert all(t == "1" and log == tmp_path / n / "output.log" for n, t, log in ran)
+    assert all(log == tmp_path / n / "output.log" for n, _, log in ran)
+    assert {t for n, t, _ in ran if n in ("a1", "b1")} == {"1"}  # 2 cores, 2 chains
     assert runner.is_done(steps["a2"][1]) and not runner.is_done(steps["b2"][1])
     assert "mvmic synth a2\n# 0 s: synth a2\n" in (tmp_path / "commands.sh").read_text()
+
+
+def test_lanes_give_the_cores_to_the_chains_still_running(monkeypatch):
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: set(range(8)))
+    lanes = runner.Lanes(chains=5, jobs=2)  # `mvmic sweep --jobs 2` of 5 λ on 8 cores
+    assert lanes.threads() == 4
+    for left in (4, 3, 2):
+        lanes.finished()
+        assert lanes.threads() == 4, left  # still 2 at a time
+    lanes.finished()
+    assert lanes.threads() == 8  # the last λ runs alone
+    assert runner.Lanes(chains=3, jobs=3).threads() == 2  # 8 // 3
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0})
+    assert runner.Lanes(chains=2, jobs=2).threads() == 1  # never below one thread

@@ -165,9 +165,11 @@ class GanPart:
     bit_factor: float | None = None  # D4's bits ≤ this × the anchor's (None: goals.GAN_FACTOR)
     channels: int | None = None  # image channels (None: detected from the files, 1 or 3)
     d4_steps: int | None = 100  # D4's fine-tuning budget from D2 (None: ``steps``)
-    # D1 (then the anchors through it) and D2 (then D4 from it) run side by side, each on its
-    # share of the cores (as `mvmic sweep --jobs`)
-    side_by_side: bool = True
+    # D1 (then the anchors through it) and D2 (then D4 from it) side by side, each on its share
+    # of the cores (as `mvmic sweep --jobs`). Off: measured on the gan part (2026-12-02), D1's
+    # 250 batches took 677 s on one thread beside D2, and D2 alone on one thread took > 25 min
+    # (the whole part had taken 21 min one step at a time on 2 threads).
+    side_by_side: bool = False
 
     def overlay(self, design: str) -> str:
         """The design's overlay in ``configs/`` (``isic_gan/d2.yaml``), read after ``config``."""

@@ -55,6 +55,25 @@ def step_threads(jobs: int) -> int:
     return max(1, (cores or 1) // jobs)
 
 
+class Lanes:
+    """Chains of steps side by side, each step started on its share of the cores: with ``jobs``
+    chains at a time, ``cores // jobs`` threads, and more once fewer chains are left (a chain
+    that runs alone gets them all)."""
+
+    def __init__(self, chains: int, jobs: int) -> None:
+        self._left, self._jobs, self._lock = chains, jobs, threading.Lock()
+
+    def threads(self) -> int:
+        """Threads for a step that starts now."""
+        with self._lock:
+            return step_threads(max(1, min(self._jobs, self._left)))
+
+    def finished(self) -> None:
+        """One chain has run its last step."""
+        with self._lock:
+            self._left -= 1
+
+
 def is_done(marker: Path | None) -> bool:
     """Whether the step with this ``DONE`` marker has finished (``None``: never skipped)."""
     return marker is not None and marker.is_file()
@@ -148,17 +167,17 @@ class Runner:
         if not self.log.exists():
             self.log.write_text("#!/usr/bin/env bash\n# written by tools/bench_rate_accuracy.py\n")
 
-    def mvmic(self, *args: str, done: Path | None = None, jobs: int = 1) -> None:
+    def mvmic(self, *args: str, done: Path | None = None, threads: int | None = None) -> None:
         """``mvmic ARGS`` in a subprocess; with ``done``: skip if that marker exists, else write
-        it after success. ``jobs`` > 1: one of that many steps running at once, on its share of
-        the cores, its output in ``output.log`` beside ``done``."""
+        it after success. ``threads``: one of several steps side by side, on that many threads
+        (unless ``OMP_NUM_THREADS`` is set), its output in ``output.log`` beside ``done``."""
         line = "mvmic " + shlex.join(args)
         if is_done(done):
             print(f"[  done] {line}", flush=True)
             return
         env, log = offline_env(), None
-        if jobs > 1 and done is not None:
-            env.setdefault("OMP_NUM_THREADS", str(step_threads(jobs)))
+        if threads is not None and done is not None:
+            env.setdefault("OMP_NUM_THREADS", str(threads))
             log = done.parent / "output.log"
             done.parent.mkdir(parents=True, exist_ok=True)
         print(f"\n$ {line}" + (f"   # output: {log}" if log else ""), flush=True)
@@ -173,13 +192,16 @@ class Runner:
 
     def side_by_side(self, chains: Sequence[Sequence[tuple[tuple[str, ...], Path]]]) -> None:
         """Each chain's ``(args, done)`` steps in order, the chains at once (the cores split
-        between them); the first failure is raised once every chain has stopped."""
-        jobs = len(chains)
+        between those still running); the first failure is raised once every chain stopped."""
+        lanes = Lanes(len(chains), len(chains))
 
         def run(chain: Sequence[tuple[tuple[str, ...], Path]]) -> None:
-            for args, done in chain:
-                self.mvmic(*args, done=done, jobs=jobs)
+            try:
+                for args, done in chain:
+                    self.mvmic(*args, done=done, threads=lanes.threads())
+            finally:
+                lanes.finished()
 
-        with ThreadPoolExecutor(max(1, jobs)) as pool:
+        with ThreadPoolExecutor(max(1, len(chains))) as pool:
             for future in [pool.submit(run, chain) for chain in chains]:
                 future.result()

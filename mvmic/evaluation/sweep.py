@@ -23,7 +23,6 @@ config's value. ``--param lmbda_t`` varies the task weight instead (at the confi
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import shlex
 import sys
@@ -35,12 +34,12 @@ from typing import Any
 
 from mvmic.evaluation.runner import (
     DONE,
+    Lanes,
     is_done,
     mark_done,
     mvmic_argv,
     offline_env,
     run_mvmic,
-    step_threads,
 )
 
 PARAMS = ("lmbda_d", "lmbda_t")
@@ -240,50 +239,50 @@ def run_step(
     return rc
 
 
-#: a run's output file in its folder when runs go side by side (``--jobs``)
-LOG = "output.log"
+LOG = "output.log"  # a run's output in its folder when runs go side by side (``--jobs``)
 
 
-def _run_chain(chain: list[Step], *, param: str, jobs: int, side_by_side: bool) -> bool:
+def _run_chain(chain: list[Step], param: str, lanes: Lanes | None) -> bool:
     """One λ's steps in order; True if one failed. A training stage that fails blocks the
-    stages after it (a failed test blocks nothing)."""
+    stages after it (a failed test blocks nothing). With ``lanes`` it is one of several λ at
+    once: each run on its share of the cores, its output in its folder's ``output.log``."""
     failed = False
-    kwargs: dict[str, Any] = {}
-    if side_by_side:
-        env = offline_env()
-        # the user's own OMP_NUM_THREADS wins; otherwise the runs split the cores
-        env.setdefault("OMP_NUM_THREADS", str(step_threads(jobs)))
-        kwargs["env"] = env
-    for step in chain:
-        if step.status == "done":
-            continue
-        where = f" -> {step.run_dir / LOG}" if side_by_side else ""
-        print(f"== {param}={step.value:g} {step.stage} ({step.status}){where}", flush=True)
-        if step.input_ckpt is not None and not step.input_ckpt.is_file():
+    try:
+        for step in chain:
+            if step.status == "done":
+                continue
+            where = f" -> {step.run_dir / LOG}" if lanes else ""
+            print(f"== {param}={step.value:g} {step.stage} ({step.status}){where}", flush=True)
+            if step.input_ckpt is not None and not step.input_ckpt.is_file():
+                print(
+                    f"mvmic sweep: {step.stage} for {param}={step.value:g} needs "
+                    f"{step.input_ckpt}, which the previous stage did not write; with --ckpt "
+                    f"best its config needs a ModelCheckpoint(filename=best, monitor=...), or "
+                    f"use --ckpt last",
+                    file=sys.stderr,
+                )
+                rc = 1
+            elif lanes:
+                env = offline_env()  # the user's own OMP_NUM_THREADS wins
+                env.setdefault("OMP_NUM_THREADS", str(lanes.threads()))
+                step.run_dir.mkdir(parents=True, exist_ok=True)
+                rc = run_step(step, env=env, log=step.run_dir / LOG)
+            else:
+                rc = run_step(step)
+            if rc == 0:
+                continue
             print(
-                f"mvmic sweep: {step.stage} for {param}={step.value:g} needs "
-                f"{step.input_ckpt}, which the previous stage did not write; with --ckpt best "
-                f"its config needs a ModelCheckpoint(filename=best, monitor=...), or use "
-                f"--ckpt last",
+                f"mvmic sweep: {step.stage} for {param}={step.value:g} failed (exit {rc}); "
+                f"see {step.run_dir}; re-run the same command to resume",
                 file=sys.stderr,
             )
-            rc = 1
-        else:
-            if side_by_side:
-                step.run_dir.mkdir(parents=True, exist_ok=True)
-                kwargs["log"] = step.run_dir / LOG
-            rc = run_step(step, **kwargs)
-        if rc == 0:
-            continue
-        print(
-            f"mvmic sweep: {step.stage} for {param}={step.value:g} failed (exit {rc}); "
-            f"see {step.run_dir}; re-run the same command to resume",
-            file=sys.stderr,
-        )
-        failed = True
-        if not step.stage.startswith("test"):
-            return True  # the later stages of this λ need this one's checkpoint
-    return failed
+            if not step.stage.startswith("test"):
+                return True  # the later stages of this λ need this one's checkpoint
+            failed = True
+        return failed
+    finally:
+        if lanes:
+            lanes.finished()
 
 
 def default_stage2(config: str) -> str | None:
@@ -375,14 +374,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     chains: dict[float, list[Step]] = {}
     for step in steps:  # each λ's stages in order; the λ are independent of each other
         chains.setdefault(step.value, []).append(step)
-    run = functools.partial(_run_chain, param=args.param, side_by_side=args.jobs > 1)
     if args.jobs > 1:
-        print(f"mvmic sweep: {args.jobs} λ at a time, {step_threads(args.jobs)} thread(s) each; "
-              f"each run's output in its folder's {LOG}", flush=True)  # fmt: skip
+        lanes = Lanes(len(chains), args.jobs)
+        print(f"mvmic sweep: {args.jobs} λ at a time, {lanes.threads()} thread(s) each; each "
+              f"run's output in its folder's {LOG}", flush=True)  # fmt: skip
         with ThreadPoolExecutor(args.jobs) as pool:
-            failed = any(list(pool.map(lambda chain: run(chain, jobs=args.jobs), chains.values())))
+            runs = [pool.submit(_run_chain, chain, args.param, lanes) for chain in chains.values()]
+            failed = any([run.result() for run in runs])
     else:
-        failed = any([run(chain, jobs=1) for chain in chains.values()])
+        failed = any([_run_chain(chain, args.param, None) for chain in chains.values()])
     results_dir = Path(args.results_dir) if args.results_dir else Path(args.root) / "results"
     if results_dir.is_dir():
         from mvmic.evaluation.curves import main as curves_main

@@ -166,29 +166,3 @@ def test_transmit_adds_encode_and_decode_times():
     assert decoded.shape == x.shape and nbytes == len(bitstream.to_bytes())
     again, _, _ = model.transmit(x, times=times)  # sums, as the test loop needs
     assert torch.equal(again, decoded) and times["enc_ms"] > 0
-
-
-def test_task_nets_infer_in_channels_last_and_train_in_the_default_layout():
-    """Eval mode moves 2-D task nets' conv weights to channels_last (faster oneDNN inference);
-    switched inside inference_mode, as Lightning does, they stay trainable tensors."""
-    from mvmic.tasks.gan import GanSegmentor
-
-    model = TaskModule(arch="Unet", encoder="resnet18")
-    weight = model.task.net.encoder.conv1.weight
-    x = torch.rand(2, 3, 64, 64)
-    with torch.no_grad():
-        reference = model.task.eval()(x)
-    assert weight.is_contiguous(memory_format=torch.channels_last)
-    assert not weight.is_contiguous()
-    model.task.train()
-    assert weight.is_contiguous()
-    with torch.inference_mode():
-        model.task.eval()
-        out = model.task(x)
-        model.task.train()
-    assert not weight.is_inference() and weight.is_contiguous()
-    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
-    model.task(x).sum().backward()  # a training step after evaluation still differentiates
-    assert weight.grad is not None
-    volume = GanSegmentor(torch.nn.Conv3d(1, 2, 3), 2, ["background", "myocardium"]).eval()
-    assert volume.eval_memory_format is None and volume.net.weight.is_contiguous()

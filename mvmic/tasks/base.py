@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
@@ -21,21 +20,6 @@ class TaskNet(nn.Module):
     target_key: ClassVar[str]
     #: metric that model selection and curves use by default ("miou", "map", …)
     primary_metric: ClassVar[str]
-    #: layout of the 4-D weights in eval mode (None: as built). oneDNN's 2-D convolutions infer
-    #: faster on channels_last weights (2 CPU cores: U-Net/resnet18 on 8×256² 1.35 → 0.93 s,
-    #: Faster R-CNN R50-FPN on 4×192² 0.85 → 0.67 s), while the detector's training step is
-    #: slower in it (3.3 → 3.7 s), so :meth:`train` puts the default layout back.
-    eval_memory_format: torch.memory_format | None = torch.channels_last
-
-    def train(self, mode: bool = True) -> TaskNet:
-        super().train(mode)
-        if self.eval_memory_format is not None:
-            layout = torch.contiguous_format if mode else self.eval_memory_format
-            # Lightning switches modes inside inference_mode: the weights must stay normal
-            # tensors that a later training step can differentiate.
-            with torch.inference_mode(False), torch.no_grad():
-                self.to(memory_format=layout)
-        return self
 
     def loss(self, x: Tensor, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss on (possibly decoded) images ``x``: total and named terms."""

@@ -48,8 +48,6 @@ class GanSegmentor(TaskNet):
         self.net, self.num_classes, self.class_names = net, num_classes, list(class_names)
         #: MONAI sliding-window arguments for whole volumes (roi_size, sw_batch_size, overlap)
         self.window = window
-        if any(p.dim() == 5 for p in net.parameters()):  # 3D: channels_last is a 4-D layout
-            self.eval_memory_format = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -16,6 +16,17 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // _WORKERS))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item) -> None:
+    """A test's checkpoints go when it ends, failed or not: pytest keeps a failed test's
+    folder, and the resume tests' checkpoints alone are 1.5-2 GB; the folder's other files and
+    the assertion say what went wrong."""
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if tmp is not None:
+        for ckpt in Path(tmp).rglob("*.ckpt"):
+            ckpt.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def colondb_root(tmp_path_factory) -> Path:
     from data_modules.synthetic import generate

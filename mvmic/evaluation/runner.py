@@ -44,9 +44,13 @@ def mvmic_argv(args: Sequence[str], python: str = sys.executable) -> list[str]:
     return [python, "-m", "mvmic.cli", *args]
 
 
-def offline_env() -> dict[str, str]:
-    """This environment with W&B offline unless ``WANDB_MODE`` says otherwise (never blocks)."""
-    return {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+def offline_env(threads: int | None = None) -> dict[str, str]:
+    """This environment with W&B offline unless ``WANDB_MODE`` says otherwise (never blocks);
+    with ``threads``, ``OMP_NUM_THREADS`` too unless the user set it (steps side by side)."""
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    if threads is not None:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    return env
 
 
 def step_threads(jobs: int) -> int:
@@ -175,9 +179,8 @@ class Runner:
         if is_done(done):
             print(f"[  done] {line}", flush=True)
             return
-        env, log = offline_env(), None
+        env, log = offline_env(threads), None
         if threads is not None and done is not None:
-            env.setdefault("OMP_NUM_THREADS", str(threads))
             log = done.parent / "output.log"
             done.parent.mkdir(parents=True, exist_ok=True)
         print(f"\n$ {line}" + (f"   # output: {log}" if log else ""), flush=True)

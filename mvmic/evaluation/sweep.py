@@ -263,9 +263,8 @@ def _run_chain(chain: list[Step], param: str, lanes: Lanes | None) -> bool:
                 )
                 rc = 1
             elif lanes:
-                env = offline_env()  # the user's own OMP_NUM_THREADS wins
-                env.setdefault("OMP_NUM_THREADS", str(lanes.threads()))
                 step.run_dir.mkdir(parents=True, exist_ok=True)
+                env = offline_env(lanes.threads())
                 rc = run_step(step, env=env, log=step.run_dir / LOG)
             else:
                 rc = run_step(step)

@@ -215,7 +215,8 @@ def test_sweep_jobs_two_real_lambdas_side_by_side(colondb_root, tmp_path):
             "--data.image_size", "64", "--data.batch_size", "4", "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]  # fmt: skip
     cmd = [sys.executable, "-m", "mvmic.cli", "sweep", "--config", "demo.yaml", "--no_stage2",
-           "--lmbda", "0.0018,0.0932", "--jobs", "2", "--root", str(root), "--no_wandb", *tiny]  # fmt: skip
+           "--lmbda", "0.0018,0.0932", "--jobs", "2", "--root", str(root), "--no_wandb",
+           *tiny]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "2 λ at a time" in run.stdout

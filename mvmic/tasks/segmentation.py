@@ -13,7 +13,7 @@ from torchmetrics.segmentation import DiceScore
 
 from mvmic.padding import crop, pad_to_multiple
 from mvmic.palette import PALETTE
-from mvmic.tasks.base import TaskNet
+from mvmic.tasks.base import TaskNet, inference_layout
 from mvmic.weights import load_weights
 
 SMP_ARCHITECTURES: dict[str, type[nn.Module]] = {
@@ -143,7 +143,7 @@ class SegmentationNet(TaskNet):
         return total, {"ce": ce.detach(), "dice_loss": dice.detach()}
 
     def predict(self, x: Tensor) -> Tensor:
-        return self(x).argmax(1)
+        return self(inference_layout(x)).argmax(1)
 
     def build_metrics(self, sync: bool = True) -> MetricCollection:
         return MetricCollection(

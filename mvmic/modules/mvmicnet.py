@@ -241,11 +241,10 @@ class MVMICNet(CodecModule):
         x = batch["image"]
         out = self.codec(x)  # eval mode: x_hat is what decoding returns (Codec contract)
         x_hat = out.x_hat.clamp(0, 1)
-        task_loss, _ = self.task.loss(x_hat, batch)
+        task_loss, preds = self.task.evaluate(x_hat, batch)
         terms = self.criterion(out, x, task_loss)
         val_loss = task_loss if self.codec_frozen else terms["loss"]
         self.log("val_loss", val_loss, prog_bar=True, batch_size=len(x))
-        preds = self.task.predict(x_hat)
         self.task.update_metrics(self.val_metrics, preds, batch)
         self.update_quality("val", x, x_hat)
         self.val_extra["bpp_est"].update(terms["bpp"].detach())

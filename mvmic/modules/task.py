@@ -65,8 +65,7 @@ class TaskModule(BaseModule):
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, metrics, prefix: str) -> None:
         x = batch["image"]
-        loss, _ = self.task.loss(x, batch)
-        preds = self.task.predict(x)
+        loss, preds = self.task.evaluate(x, batch)
         self.task.update_metrics(metrics, preds, batch)
         if prefix == "test":
             self._stats.update(preds, batch)

@@ -41,6 +41,14 @@ class TaskNet(nn.Module):
         """Eval-mode predictions in the form :meth:`update_metrics` takes."""
         raise NotImplementedError
 
+    def evaluate(self, x: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Any]:
+        """Eval-mode loss and predictions of one batch (validation, the uncompressed test).
+
+        Two passes by default; a net whose loss and prediction share one forward pass (a
+        segmentation's logits) overrides this to run it once."""
+        loss, _ = self.loss(x, batch)
+        return loss, self.predict(x)
+
     def build_metrics(self, sync: bool = True) -> MetricCollection:
         """A fresh collection of the task's metrics (modules clone it per stage).
 

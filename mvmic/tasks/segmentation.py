@@ -135,7 +135,12 @@ class SegmentationNet(TaskNet):
         return crop(self.net(x_pad), size)
 
     def loss(self, x: Tensor, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = self(x)
+        return self.logits_loss(self(x), batch)
+
+    def logits_loss(
+        self, logits: Tensor, batch: dict[str, Any]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of logits B×K×H×W against ``batch["mask"]``: total and named terms."""
         mask = batch["mask"].long()
         ce = F.cross_entropy(logits, mask)
         dice = self.dice_loss(logits, mask)
@@ -144,6 +149,11 @@ class SegmentationNet(TaskNet):
 
     def predict(self, x: Tensor) -> Tensor:
         return self(inference_layout(x)).argmax(1)
+
+    def evaluate(self, x: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Loss and predicted mask from one forward pass (the default runs the U-Net twice)."""
+        logits = self(inference_layout(x))
+        return self.logits_loss(logits, batch)[0], logits.argmax(1)
 
     def build_metrics(self, sync: bool = True) -> MetricCollection:
         return MetricCollection(

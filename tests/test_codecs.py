@@ -132,13 +132,16 @@ def test_mvmicnet_steps_see_the_decoded_images(name, monkeypatch):
     )  # fmt: skip
     model.codec.update(force=True)
     seen = []
-    real = model.task.loss
 
-    def spy(x_hat, batch):
-        seen.append(x_hat.detach().clone())
-        return real(x_hat, batch)
+    def spying(real):  # training reads `loss`, validation `evaluate`
+        def spy(x_hat, batch):
+            seen.append(x_hat.detach().clone())
+            return real(x_hat, batch)
 
-    monkeypatch.setattr(model.task, "loss", spy)
+        return spy
+
+    monkeypatch.setattr(model.task, "loss", spying(model.task.loss))
+    monkeypatch.setattr(model.task, "evaluate", spying(model.task.evaluate))
     x = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(1))
     batch = {"image": x, "mask": torch.zeros(2, 40, 56, dtype=torch.long)}
     model.train()  # stage 2: the codec stays frozen in eval mode

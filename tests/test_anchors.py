@@ -53,8 +53,8 @@ def test_anchor_point_runs_the_task_net_on_decoded_images():
         "mask": (img[0] > 0.5).long().expand(2, -1, -1),
         "name": ["a", "b"],
     }
-    low = evaluate_codec("jpeg", 5, task, [batch])
-    high = evaluate_codec("jpeg", 90, task, [batch])
+    [low] = evaluate_codec("jpeg", 5, [task], [batch])
+    [high] = evaluate_codec("jpeg", 90, [task], [batch])
     assert low["quality"] == 5.0 and low["pixels"] == 1024 and low["height"] == 32
     assert low["bpp"] == pytest.approx(8 * low["bytes"] / 1024)
     assert high["bpp"] > low["bpp"] and high["psnr"] > low["psnr"]
@@ -66,6 +66,45 @@ def test_anchor_point_runs_the_task_net_on_decoded_images():
     }
     with pytest.raises(ValueError, match="not in --codecs"):
         _parse_qualities("webp=5", ["jpeg"])
+
+
+def test_anchor_point_codes_each_image_once_for_every_task_net(monkeypatch):
+    """``hevc`` and ``hevc+ft`` read the same bytes: one encode per image and quality, and each
+    net's point is what it would get alone."""
+    import dataclasses
+
+    import torch
+
+    from mvmic.codecs.standard import STANDARD_CODECS
+    from mvmic.evaluation.anchors import evaluate_codec
+    from mvmic.tasks.segmentation import SegmentationNet
+
+    torch.manual_seed(0)
+    nets = [SegmentationNet(encoder="resnet18", in_channels=3, num_classes=2).eval()]
+    nets.append(SegmentationNet(encoder="resnet18", in_channels=3, num_classes=2).eval())
+    img = torch.from_numpy(_image("rgb8")[:32, :32]).permute(2, 0, 1).float() / 255
+    batch = {
+        "image": torch.stack([img, img.flip(-1), img.flip(-2)]),
+        "mask": (img[0] > 0.5).long().expand(3, -1, -1),
+        "name": ["a", "b", "c"],
+    }
+    codec, calls = STANDARD_CODECS["jpeg"], []
+
+    def encode(arr, quality):  # the codec's own encoder; counts the calls
+        calls.append(quality)
+        return codec._encode(arr, quality)
+
+    monkeypatch.setitem(STANDARD_CODECS, "jpeg", dataclasses.replace(codec, _encode=encode))
+    both = evaluate_codec("jpeg", 20, nets, [batch])
+    assert calls == [20, 20, 20] and len(both) == 2
+    alone = [evaluate_codec("jpeg", 20, [net], [batch])[0] for net in nets]
+    drop = ("enc_ms", "dec_ms", "task_ms")
+    for shared, single in zip(both, alone, strict=True):
+        assert {k: v for k, v in shared.items() if k not in drop} == {
+            k: v for k, v in single.items() if k not in drop
+        }
+    assert both[0]["bpp"] == both[1]["bpp"] and both[0]["psnr"] == both[1]["psnr"]
+    assert both[0]["per_image"] != both[1]["per_image"]  # two different nets read them
 
 
 # --- fair anchors: the task net fine-tuned on each codec's decoded images --------------------
@@ -254,7 +293,7 @@ def test_volume_anchor_point_is_exact_in_size_and_bpp(hvsmr_root, monkeypatch):
         return coded[-1][1]
 
     monkeypatch.setitem(VOLUME_CODECS, "h264", dataclasses.replace(codec, _encode=encode))
-    point = evaluate_volume_codec("h264", 8, task, loader)
+    [point] = evaluate_volume_codec("h264", 8, [task], loader)
     pv = point["per_volume"]
     expected = []
     for batch, bpp, (shape, stream) in zip(loader, pv["bpp"], coded, strict=True):

@@ -46,3 +46,14 @@ def test_bd_cells_are_na_with_a_reason():
     env = curves.bd_cell(five, dip, envelope=True)
     assert env[1] == "method envelope 4/5 points"
     assert env[0] == pytest.approx(-50.0, abs=3.0)
+
+
+def test_bd_rate_alone_is_the_same_bd_rate():
+    """The bootstrap's draws skip the BD-metric; the BD-rate must not change."""
+    from mvmic.evaluation.bd import bd_cell
+
+    anchor = ([0.04, 0.08, 0.15, 0.3], [0.77, 0.85, 0.89, 0.92])
+    test = ([0.03, 0.05, 0.09, 0.2], [0.80, 0.86, 0.90, 0.93])
+    full = bd_cell(anchor, test, envelope=True)
+    alone = bd_cell(anchor, test, envelope=True, with_metric=False)
+    assert full[0] is not None and alone[:2] == full[:2] and alone[2:] == (None, "not computed")

@@ -285,30 +285,40 @@ def test_gan_bit_goal_draws_beyond_the_anchors_range_count_at_their_bound(
 @pytest.mark.parametrize(
     ("steps", "per_epoch", "epochs", "limit"),
     [
-        (60, 21, 3, 20),  # seg stage 1: was 2 epochs of min(30, 21) = 42 batches
+        (60, 21, 4, 15),  # seg stage 1: 3 epochs' worth, rounded up to 2 validations
         (30, 21, 2, 15),
-        (300, 90, 4, 75),  # det base: was 2 x min(150, 90) = 180
+        (300, 90, 4, 75),  # det base
         (16, 90, 2, 8),
         (1, 5, 2, 1),
+        (160, 21, 8, 20),  # seg task net
+        (320, 20, 16, 20),  # gan3d: whole epochs
+        (250, 50, 6, 42),  # gan
     ],
 )
-def test_a_short_budget_trains_exactly_its_steps(steps, per_epoch, epochs, limit):
+def test_a_budget_trains_its_steps_and_validates_twice(steps, per_epoch, epochs, limit):
     from mvmic.evaluation.bench_settings import epoch_plan
 
     plan = epoch_plan(steps, per_epoch)
     assert plan == {
         "max_epochs": epochs,
-        "check_val_every_n_epoch": 1,
+        "check_val_every_n_epoch": epochs // 2,
         "limit_train_batches": limit,
     }
     assert limit <= per_epoch and epochs * limit >= steps and epochs * (limit - 1) < steps
+    # Lightning validates after epoch e when e % every == 0: mid-run and at the end
+    every = plan["check_val_every_n_epoch"]
+    assert [e for e in range(1, epochs + 1) if e % every == 0] == [epochs // 2, epochs]
 
 
-def test_a_long_budget_is_whole_epochs_validated_about_four_times():
+def test_a_budget_validates_as_often_as_asked():
     from mvmic.evaluation.bench_settings import epoch_plan
 
-    assert epoch_plan(320, 20) == {"max_epochs": 16, "check_val_every_n_epoch": 4}
-    assert epoch_plan(84, 21) == {"max_epochs": 4, "check_val_every_n_epoch": 1}
+    assert epoch_plan(320, 20, validations=4) == {
+        "max_epochs": 16, "check_val_every_n_epoch": 4, "limit_train_batches": 20,
+    }  # fmt: skip
+    assert epoch_plan(60, 21, validations=1) == {
+        "max_epochs": 3, "check_val_every_n_epoch": 3, "limit_train_batches": 20,
+    }  # fmt: skip
 
 
 def test_lambda_calibration_widens_the_grid_to_reach_the_knee():
@@ -399,6 +409,7 @@ def test_gan_part_writes_each_design_composed_on_the_dataset_config(bench, isic_
     args = cfg["model"]["init_args"]
     assert args["design"] == "D2" and args["encoder"] == "resnet18" and args["code_channels"] == 8
     assert cfg["trainer"]["default_root_dir"] == str(tmp_path / "d2")
+    assert cfg["trainer"]["num_sanity_val_steps"] == 0  # no third validation pass
     assert cfg["data"]["init_args"]["root"] == str(isic_root)
 
 

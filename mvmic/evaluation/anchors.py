@@ -108,15 +108,17 @@ def standard_roundtrip(
 def evaluate_codec(
     codec_name: str,
     quality: float,
-    task: torch.nn.Module,
+    tasks: Sequence[torch.nn.Module],
     loader: Any,
     bit_depth: int = 8,
-) -> dict[str, float]:
-    """One operating point: encode/decode every test image, run the task, average the metrics."""
+) -> list[dict[str, float]]:
+    """One operating point per task net: encode/decode every test image once, run each task
+    net on the decoded images (``hevc`` and ``hevc+ft`` read the same bytes), average the
+    metrics."""
     from mvmic.metrics import image_quality_metrics
 
     codec = get_standard_codec(codec_name)
-    readout = TaskReadout(task)
+    readouts = [TaskReadout(task) for task in tasks]
     quality_metrics = image_quality_metrics()
     totals = {"bpp": 0.0, "bpp_container": 0.0, "bytes": 0.0, "file_bytes": 0.0, "pixels": 0.0}
     totals.update(height=0.0, width=0.0)
@@ -145,18 +147,21 @@ def evaluate_codec(
             times["dec_ms"] += 1e3 * (t2 - t1)
             decoded.append(_to_float(out, bit_depth))
         x_hat = torch.stack(decoded).to(x.dtype)
-        readout.read(x_hat, batch, nbytes)
+        for readout in readouts:
+            readout.read(x_hat, batch, nbytes)
         quality_metrics["psnr"].update(x_hat, x)
         quality_metrics["ms-ssim"].update(x_hat, x)
-    n = readout.check_nonempty()
-    times["task_ms"] = readout.task_ms
-    point: dict[str, float] = {"quality": float(quality)}
-    point.update({k: v / n for k, v in totals.items()})
-    point.update({k: float(v) for k, v in quality_metrics.compute().items()})
-    point.update(readout.record())
-    point.update({k: v / n for k, v in times.items()})
-    point.update(readout.statistics())  # per-image sufficient statistics: the error bars
-    return point
+    shared: dict[str, float] = {"quality": float(quality)}
+    fidelity = {k: float(v) for k, v in quality_metrics.compute().items()} if readouts else {}
+    points = []
+    for readout in readouts:
+        n = readout.check_nonempty()
+        point = {**shared, **{k: v / n for k, v in totals.items()}, **fidelity}
+        point.update(readout.record())
+        point.update({k: v / n for k, v in {**times, "task_ms": readout.task_ms}.items()})
+        point.update(readout.statistics())  # per-image sufficient statistics: the error bars
+        points.append(point)
+    return points
 
 
 def _parse_qualities(
@@ -268,11 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             saved = Path(args.results_dir) / dataset / "finetuned" / f"{method}.ckpt"
             extra["task_ckpt"] = str(save_finetuned(module, tuned, identity, saved))
             variants.append((method, tuned, extra))
-        for method, net, extra in variants:
-            for q in qualities[name]:
-                evaluate = evaluate_volume_codec if volumes else evaluate_codec
-                point = evaluate(name, q, net, loader, depth)
-                path = append_point(
+        evaluate = evaluate_volume_codec if volumes else evaluate_codec
+        paths: dict[str, Path] = {}
+        for q in qualities[name]:
+            # each image coded once per quality, read by the plain and the fine-tuned net
+            points = evaluate(name, q, [net for _, net, _ in variants], loader, depth)
+            for (method, net, extra), point in zip(variants, points):
+                paths[method] = append_point(
                     args.results_dir,
                     dataset,
                     method,
@@ -294,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 shown = {k: round(v, 4) for k, v in point.items() if not k.startswith("per_")}
                 print(f"{method} q={q:g}: {shown}")
+        for path in paths.values():
             print(f"results: {path}")
     if not args.no_curves:
         from mvmic.evaluation.curves import main as curves_main

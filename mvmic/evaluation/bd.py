@@ -75,8 +75,10 @@ def bd_cell(
     anchor: tuple[Sequence[float], Sequence[float]],
     test: tuple[Sequence[float], Sequence[float]],
     envelope: bool = False,
+    with_metric: bool = True,
 ) -> tuple[float | None, str, float | None, str]:
-    """BD-rate (%) and BD-metric of ``test`` against ``anchor``.
+    """BD-rate (%) and BD-metric of ``test`` against ``anchor`` (``with_metric=False``: the
+    BD-rate alone, its BD-metric None, for the bootstrap's thousand draws).
 
     Both curves are ``(rates, values)`` sorted by rate (see
     :func:`mvmic.evaluation.records.record_points`).
@@ -98,7 +100,9 @@ def bd_cell(
     ra, va, rt, vt = (np.asarray(a, dtype=float) for a in (ra, va, rt, vt))
     if np.any(np.diff(ra) <= 0) or np.any(np.diff(rt) <= 0):
         return None, "repeated rates", None, "repeated rates"
-    bd_metric, metric_note = _bd(bd.bd_psnr, ra, va, rt, vt, np.log10(ra), np.log10(rt), "rate")
+    bd_metric, metric_note = None, "not computed"
+    if with_metric:
+        bd_metric, metric_note = _bd(bd.bd_psnr, ra, va, rt, vt, np.log10(ra), np.log10(rt), "rate")
     notes = []
     if envelope:
         for which, (r, v) in (("anchor", (ra, va)), ("method", (rt, vt))):

@@ -197,7 +197,7 @@ def bd_rate_interval(
         for rates, values, _ in drawn:
             order = np.argsort(rates[:, d], kind="stable")
             pairs.append((rates[order, d].tolist(), values[order, d].tolist()))
-        rate, *_ = bd_cell(pairs[0], pairs[1], envelope=envelope)
+        rate, *_ = bd_cell(pairs[0], pairs[1], envelope=envelope, with_metric=False)
         if rate is not None:
             out.append(rate)
     if len(out) < draws / 2:

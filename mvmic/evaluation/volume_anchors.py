@@ -13,6 +13,7 @@ volumes (``bpp_container`` is the same number: the 6-byte shape header is the on
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -49,15 +50,21 @@ def volume_roundtrip(codec_name: str, volume: torch.Tensor, quality: float) -> t
 
 @torch.inference_mode()
 def evaluate_volume_codec(
-    codec_name: str, quality: float, task: torch.nn.Module, loader: Any, bit_depth: int = 8
-) -> dict[str, Any]:
-    """One operating point: code every test volume, segment it, average the metrics."""
+    codec_name: str,
+    quality: float,
+    tasks: Sequence[torch.nn.Module],
+    loader: Any,
+    bit_depth: int = 8,
+) -> list[dict[str, Any]]:
+    """One operating point per task net: code every test volume once, segment it with each
+    net, average the metrics."""
     from mvmic.metrics import image_quality_metrics
 
     if bit_depth != 8:
         raise ValueError("volume anchors code 8-bit volumes; run mvmic anchors --bit_depth 8")
     codec = get_volume_codec(codec_name)
-    readout, psnr = TaskReadout(task, volumes=True), image_quality_metrics()["psnr"]
+    readouts = [TaskReadout(task, volumes=True) for task in tasks]
+    psnr = image_quality_metrics()["psnr"]
     totals = dict.fromkeys(("bpp", "bytes", "pixels", "depth", "height", "width"), 0.0)
     times = dict.fromkeys(("enc_ms", "dec_ms", "task_ms"), 0.0)
     for batch in loader:
@@ -79,16 +86,19 @@ def evaluate_volume_codec(
                 totals[key] += size
             decoded.append(torch.from_numpy(out.astype(np.float32) / 255)[None])
         x_hat = torch.stack(decoded).to(x.dtype)
-        readout.read(x_hat, batch, nbytes)
+        for readout in readouts:
+            readout.read(x_hat, batch, nbytes)
         psnr.update(x_hat, x)
-    n = readout.check_nonempty()
-    times["task_ms"] = readout.task_ms
-    point: dict[str, Any] = {"quality": float(quality)}
-    point.update({k: v / n for k, v in totals.items()})
-    point["bpp_container"] = point["bpp"]  # every byte is counted already
-    point["file_bytes"] = point["bytes"]
-    point["psnr"] = float(psnr.compute())
-    point.update(readout.record())
-    point.update({k: v / n for k, v in times.items()})
-    point.update(readout.statistics())
-    return point
+    points = []
+    for readout in readouts:
+        n = readout.check_nonempty()
+        point: dict[str, Any] = {"quality": float(quality)}
+        point.update({k: v / n for k, v in totals.items()})
+        point["bpp_container"] = point["bpp"]  # every byte is counted already
+        point["file_bytes"] = point["bytes"]
+        point["psnr"] = float(psnr.compute())
+        point.update(readout.record())
+        point.update({k: v / n for k, v in {**times, "task_ms": readout.task_ms}.items()})
+        point.update(readout.statistics())
+        points.append(point)
+    return points

@@ -289,7 +289,6 @@ def test_gan_bit_goal_draws_beyond_the_anchors_range_count_at_their_bound(
         (30, 21, 2, 15),
         (300, 90, 4, 75),  # det base
         (16, 90, 2, 8),
-        (1, 5, 2, 1),
         (160, 21, 8, 20),  # seg task net
         (320, 20, 16, 20),  # gan3d: whole epochs
         (250, 50, 6, 42),  # gan
@@ -308,6 +307,17 @@ def test_a_budget_trains_its_steps_and_validates_twice(steps, per_epoch, epochs,
     # Lightning validates after epoch e when e % every == 0: mid-run and at the end
     every = plan["check_val_every_n_epoch"]
     assert [e for e in range(1, epochs + 1) if e % every == 0] == [epochs // 2, epochs]
+
+
+def test_a_budget_never_asks_for_one_batch_an_epoch():
+    """The CLI reads ``limit_train_batches: 1`` as 1.0, i.e. the whole epoch (measured: a
+    2-step budget trained 2 × 21 batches), so the plan never writes 1."""
+    from mvmic.evaluation.bench_settings import epoch_plan
+
+    assert epoch_plan(2, 21)["limit_train_batches"] == 2
+    assert epoch_plan(1, 5) == {
+        "max_epochs": 2, "check_val_every_n_epoch": 1, "limit_train_batches": 2,
+    }  # fmt: skip
 
 
 def test_a_budget_validates_as_often_as_asked():

@@ -334,14 +334,15 @@ def epoch_plan(max_steps: int, per_epoch: int, validations: int = 2) -> dict[str
     A validation pass costs about a third of a test pass here, and a checkpoint with Adam state
     0.2-0.5 GB: more of them make a short run slower, not better. The run is a multiple of
     ``validations`` epochs of ``limit_train_batches`` batches each (a fresh shuffle every
-    epoch; whole epochs when the budget is), as few as fit, so the budget is what it says.
+    epoch; whole epochs when the budget is), as few as fit, so the budget is what it says;
+    at least 2 batches an epoch, since the CLI reads a limit of 1 as 1.0, the whole epoch.
     """
     epochs = max(1, -(-max_steps // per_epoch))
     epochs = validations * -(-epochs // validations)
     return {
         "max_epochs": epochs,
         "check_val_every_n_epoch": epochs // validations,
-        "limit_train_batches": max(1, -(-max_steps // epochs)),
+        "limit_train_batches": max(2, -(-max_steps // epochs)),
     }
 
 

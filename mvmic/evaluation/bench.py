@@ -21,7 +21,7 @@ markers; ``mvmic sweep`` resumes its own). At the end it prints and writes
 accuracy, the bit ratio at equal accuracy per point, and each goal as met, not met, or
 undetermined (a point beyond the anchor's measured range leaves its ratio open).
 
-    python tools/bench_rate_accuracy.py                       # all parts: ~2 h on 2 cores
+    python tools/bench_rate_accuracy.py                       # all parts: ~90 min on 2 cores
     python tools/bench_rate_accuracy.py --parts seg --minutes 20
     python tools/bench_rate_accuracy.py --parts seg --data /data/CVC-ColonDB
 """

@@ -52,3 +52,16 @@ class TaskReadout:
         if self.volumes is not None:
             out["per_volume"] = self.volumes.result()
         return out
+
+    def point(
+        self, shared: dict[str, Any], sums: dict[str, float], times: dict[str, float]
+    ) -> dict[str, Any]:
+        """This net's operating point: ``shared`` as given (what every net reading these
+        images has in common: quality, PSNR), ``sums`` and ``times`` (the codec's) as per-image
+        means with this net's ``task_ms``, its record fields and per-image statistics."""
+        n = self.check_nonempty()
+        point = {**shared, **{k: v / n for k, v in sums.items()}}
+        point.update(self.record())
+        point.update({k: v / n for k, v in {**times, "task_ms": self.task_ms}.items()})
+        point.update(self.statistics())
+        return point

@@ -122,7 +122,7 @@ def evaluate_codec(
     quality_metrics = image_quality_metrics()
     totals = {"bpp": 0.0, "bpp_container": 0.0, "bytes": 0.0, "file_bytes": 0.0, "pixels": 0.0}
     totals.update(height=0.0, width=0.0)
-    times = {"enc_ms": 0.0, "dec_ms": 0.0, "task_ms": 0.0}
+    times = {"enc_ms": 0.0, "dec_ms": 0.0}
     for batch in loader:
         x = batch["image"]
         decoded, nbytes = [], []
@@ -151,17 +151,9 @@ def evaluate_codec(
             readout.read(x_hat, batch, nbytes)
         quality_metrics["psnr"].update(x_hat, x)
         quality_metrics["ms-ssim"].update(x_hat, x)
-    shared: dict[str, float] = {"quality": float(quality)}
-    fidelity = {k: float(v) for k, v in quality_metrics.compute().items()} if readouts else {}
-    points = []
-    for readout in readouts:
-        n = readout.check_nonempty()
-        point = {**shared, **{k: v / n for k, v in totals.items()}, **fidelity}
-        point.update(readout.record())
-        point.update({k: v / n for k, v in {**times, "task_ms": readout.task_ms}.items()})
-        point.update(readout.statistics())  # per-image sufficient statistics: the error bars
-        points.append(point)
-    return points
+    shared = {"quality": float(quality)}
+    shared.update({k: float(v) for k, v in quality_metrics.compute().items()})
+    return [readout.point(shared, totals, times) for readout in readouts]
 
 
 def _parse_qualities(

@@ -66,7 +66,7 @@ def evaluate_volume_codec(
     readouts = [TaskReadout(task, volumes=True) for task in tasks]
     psnr = image_quality_metrics()["psnr"]
     totals = dict.fromkeys(("bpp", "bytes", "pixels", "depth", "height", "width"), 0.0)
-    times = dict.fromkeys(("enc_ms", "dec_ms", "task_ms"), 0.0)
+    times = dict.fromkeys(("enc_ms", "dec_ms"), 0.0)
     for batch in loader:
         x = batch["image"]
         decoded, nbytes = [], []
@@ -89,16 +89,7 @@ def evaluate_volume_codec(
         for readout in readouts:
             readout.read(x_hat, batch, nbytes)
         psnr.update(x_hat, x)
-    points = []
-    for readout in readouts:
-        n = readout.check_nonempty()
-        point: dict[str, Any] = {"quality": float(quality)}
-        point.update({k: v / n for k, v in totals.items()})
-        point["bpp_container"] = point["bpp"]  # every byte is counted already
-        point["file_bytes"] = point["bytes"]
-        point["psnr"] = float(psnr.compute())
-        point.update(readout.record())
-        point.update({k: v / n for k, v in {**times, "task_ms": readout.task_ms}.items()})
-        point.update(readout.statistics())
-        points.append(point)
-    return points
+    # every byte is counted already: the container is the payload
+    totals.update(bpp_container=totals["bpp"], file_bytes=totals["bytes"])
+    shared = {"quality": float(quality), "psnr": float(psnr.compute())}
+    return [readout.point(shared, totals, times) for readout in readouts]

@@ -331,6 +331,40 @@ def test_a_budget_validates_as_often_as_asked():
     }  # fmt: skip
 
 
+def test_a_budget_without_validation_trains_its_steps_and_never_validates():
+    from mvmic.evaluation.bench_settings import epoch_plan
+
+    assert epoch_plan(24, 21, validations=0) == {
+        "max_epochs": 2, "limit_train_batches": 12, "limit_val_batches": 0,
+    }  # fmt: skip
+    assert epoch_plan(12, 90, validations=0) == {
+        "max_epochs": 1, "limit_train_batches": 12, "limit_val_batches": 0,
+    }  # fmt: skip
+
+
+def test_a_run_without_validation_keeps_only_its_last_checkpoint(bench, isic_root, tmp_path):
+    part = bench.PART_SETTINGS["gan"]
+    assert part.validations == 0 and bench.SEG.stage_validations == 0
+    kwargs = dict(
+        overlays=[part.overlay("D1")], model={"encoder": "resnet18"},
+        data={"root": str(isic_root), "image_size": 32}, max_steps=4,
+        run_dir=tmp_path / "d1", group="bench-gan",
+    )  # fmt: skip
+    checks = {}
+    for validations in (0, 2):
+        path = bench.write_config(part.config, tmp_path / f"v{validations}.yaml", **kwargs,
+                                  validations=validations)  # fmt: skip
+        trainer = yaml.safe_load(path.read_text())["trainer"]
+        checks[validations] = (
+            trainer.get("limit_val_batches"),
+            sorted(cb["init_args"].get("filename") or "" for cb in trainer["callbacks"]
+                   if cb["class_path"].endswith("ModelCheckpoint")),
+        )  # fmt: skip
+    # no validation: nothing to monitor, so the `best` checkpoint (monitor val_loss) goes
+    assert checks[0] == (0, ["last"])
+    assert checks[2][0] is None and "best" in checks[2][1]
+
+
 def test_lambda_calibration_widens_the_grid_to_reach_the_knee():
     import math
 

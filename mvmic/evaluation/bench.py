@@ -21,7 +21,7 @@ markers; ``mvmic sweep`` resumes its own). At the end it prints and writes
 accuracy, the bit ratio at equal accuracy per point, and each goal as met, not met, or
 undetermined (a point beyond the anchor's measured range leaves its ratio open).
 
-    python tools/bench_rate_accuracy.py                       # all parts: ~90 min on 2 cores
+    python tools/bench_rate_accuracy.py                       # all parts: <= 60 min on 2 cores
     python tools/bench_rate_accuracy.py --parts seg --minutes 20
     python tools/bench_rate_accuracy.py --parts seg --data /data/CVC-ColonDB
 """
@@ -101,7 +101,8 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         values = ",".join(f"{v:g}" for v in lmbdas)
         runner.mvmic(
             "sweep", "--config", str(config), *flags, "--lmbda", values, "--root", str(root),
-            "--results_dir", str(results), "--group", group, "--no_wandb", "--ckpt", "best",
+            "--results_dir", str(results), "--group", group, "--no_wandb",
+            "--ckpt", "best" if part.stage_validations else "last",
             "--jobs", str(part.sweep_jobs),
         )  # fmt: skip
 
@@ -126,8 +127,8 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         done=out / "task_test" / "DONE",
     )
 
-    # Each stage hands on (and is tested with) its best checkpoint on the validation set: the
-    # validation curves of these short runs swing by several points from epoch to epoch.
+    # Each stage hands on (and is tested with) its last checkpoint; with stage_validations 2,
+    # its best of two on the validation set (short runs swing by points from epoch to epoch).
     # One MSE codec trained long (codec-only steps are cheap); every learned codec below starts
     # from it and gets the same number of steps, so MSE and MVMICNet are compared fairly.
     base_dir = out / "codec_base"
@@ -140,6 +141,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         max_steps=scaled_steps(part.steps["base"], scale),
         run_dir=base_dir,
         group=group,
+        validations=part.stage_validations,
     )
     runner.mvmic("fit", "--config", str(base_cfg), done=base_dir / "DONE")
     init_codec = base_dir / "checkpoints" / "last.ckpt"
@@ -152,6 +154,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         max_steps=scaled_steps(part.steps["mse"], scale),
         run_dir=None,
         group=group,
+        validations=part.stage_validations,
     )
     mse_codec = write_mse_stage2(part, mse_cfg, common, data, scale, group)
     mse_lmbdas, lmbdas = part.mse_lmbdas, part.lmbdas
@@ -173,6 +176,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         max_steps=scaled_steps(part.steps["stage1"], scale),
         run_dir=None,
         group=group,
+        validations=part.stage_validations,
     )
     s2_base = part.codec_config.replace(".yaml", "_stage2.yaml")
     s2_model = {k: v for k, v in part.stage1.items() if k not in ("lr", "task_lr")}
@@ -184,6 +188,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
         max_steps=scaled_steps(part.steps["stage2"], scale),
         run_dir=None,
         group=group,
+        validations=part.stage_validations,
     )
     if part.calibrate:
         lmbdas = bench_grid(runner, s1_cfg, "MVMICNet stage 1", lmbdas, part.metric, out, group)
@@ -235,6 +240,7 @@ def run_gan_part(part: GanPart, runner: Runner, root: Path, out: Path, scale: fl
             max_steps=scaled_steps(steps, scale),
             run_dir=run_dir,
             group=group,
+            validations=part.validations,
         )
         test = ("test", "--config", str(cfgs[design]), "--ckpt_path", str(last[design]))
         plan[design] = [

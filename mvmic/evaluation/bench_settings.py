@@ -20,12 +20,14 @@ PARTS = ("seg", "det", "gan", "gan3d")
 # The step budgets below are those of `--minutes 60` (scaled linearly for another budget).
 # Only the training scales: at the evaluation sizes of issue 16 (>= 100 whole test images of
 # 256 px, 192 px for det) the test passes, the anchors and their fine-tuning are a fixed cost
-# that no step budget removes. Measured on 2 idle cores (2026-12-02, `--minutes 4.5` probe):
-# one pass of the 102 seg test images costs ~16 s in the task net, the codec and the metrics
-# (+~6 s per step process), one standard codec with --finetune ~2.8 min, so the seg part is
-# ~15 min before it trains a step; a det test pass (100 films) ~27 s; a det training step of
-# 4 128-px crops ~1.4 s, a seg codec+U-Net step of 8 ~1.0 s. docs/benchmarks.md has the run's
-# measured wall time against the 60-minute goal.
+# that no step budget removes. Measured on the 2026-12-03 run (2 cores, 90 min with about
+# twice these budgets): a test pass of ~100 images costs ~45 s on one thread beside another
+# (the task net ~40 %, compress + decompress ~25 %, MS-SSIM ~20 %), 32 of them per sweep pair,
+# so about 34 minutes of the four parts are evaluation and set-up before any training step.
+# Per training step, wall: seg U-Net 0.97 s, seg sweep (two 1-thread runs) 0.35 s (MSE) and
+# 0.53 s (MVMICNet), det Faster R-CNN 1.4 s, det sweep 0.92 s and 2.2 s, gan D1 / D2 / D4
+# 0.94 / 2.15 / 2.3 s, gan3d 0.24 s; the budgets are sized to those. docs/benchmarks.md has the
+# run's measured wall time against the 60-minute goal.
 REFERENCE_MINUTES = 60.0
 
 
@@ -55,6 +57,12 @@ class Part:
     # λ of a sweep run side by side, the cores split between them (`mvmic sweep --jobs`): on 2
     # cores two 1-thread runs train 1.43× and evaluate 1.10× as fast as one 2-thread run
     sweep_jobs: int = 2
+    # validations of each run after the task net (base codec, MSE codec and MVMICNet stages,
+    # anchors' fine-tuning has none): 0 hands on and tests each run's last checkpoint. A
+    # validation only picks between checkpoints; measured on the 2026-12-03 run, the stage
+    # runs' two validations each cost 2 × 9 s (seg) and 2 × 24 s (det: a loss pass and a boxes
+    # pass) on one thread, ~9 of its 90 minutes. 2: best of two (`mvmic sweep --ckpt best`).
+    stage_validations: int = 0
     mse: dict[str, Any] = field(default_factory=dict)  # MSE-codec model overrides
     stage1: dict[str, Any] = field(default_factory=dict)
     stage2: dict[str, Any] = field(default_factory=dict)
@@ -75,7 +83,7 @@ SEG = Part(
     data={"image_size": 256, "train_crop": 128, "test_fraction": 0.34, "batch_size": 8},
     task_model={"encoder": "resnet18", "lr": 0.001},
     codec_model={"encoder": "resnet18", "N": 32, "M": 48},
-    steps={"task": 160, "base": 400, "mse": 50, "stage1": 60, "stage2": 30},
+    steps={"task": 120, "base": 300, "mse": 24, "stage1": 24, "stage2": 12},
     mse_lmbdas=[0.0018, 0.0067, 0.025, 0.0932],
     lmbdas=[0.0002, 0.0006, 0.002, 0.006],
     # HEVC-intra, the goals' anchor, at 4 qualities (BD's minimum): every point is a pass of
@@ -126,7 +134,7 @@ DET = Part(
     data={"image_size": 192, "train_crop": 128, "batch_size": 4},
     task_model={**_DETECTOR, "lr": 0.0005},
     codec_model={**_DETECTOR, "N": 32, "M": 48},
-    steps={"task": 150, "base": 300, "mse": 30, "stage1": 30, "stage2": 16},
+    steps={"task": 100, "base": 200, "mse": 12, "stage1": 12, "stage2": 6},
     mse_lmbdas=[0.0018, 0.0067, 0.025, 0.0932],
     lmbdas=[0.0002, 0.0006, 0.002, 0.006],
     anchors="hevc",  # the goals' anchor (--set det.anchors=... for more)
@@ -151,7 +159,9 @@ class GanPart:
         default_factory=lambda: {"image_size": 256, "train_crop": 128, "batch_size": 8}
     )
     model: dict[str, Any] = field(default_factory=lambda: {"encoder": "resnet18"})
-    steps: int = 250  # D2's S left the trivial mask after ~250 batches of 64-px crops (2026-11-23)
+    # D2's S left the trivial mask after ~250 batches of 64-px crops (2026-11-23); these are
+    # 128-px crops, 4× the pixels a batch
+    steps: int = 100
     anchors: str = "jpeg2000"
     # D4 fine-tunes D2's C and S (`init_from`): from scratch its critic outran S and D4 stayed
     # at the trivial Dice ~0.6 for all 400 steps. From D2, λ_cr = 1 / 5 / 10 measured
@@ -165,12 +175,15 @@ class GanPart:
     anchor_qualities: str | None = "jpeg2000=22,26,30,34,38"  # `mvmic anchors --qualities`
     bit_factor: float | None = None  # D4's bits ≤ this × the anchor's (None: goals.GAN_FACTOR)
     channels: int | None = None  # image channels (None: detected from the files, 1 or 3)
-    d4_steps: int | None = 100  # D4's fine-tuning budget from D2 (None: ``steps``)
+    d4_steps: int | None = 40  # D4's fine-tuning budget from D2 (None: ``steps``)
     # D1 (then the anchors through it) and D2 (then D4 from it) side by side, each on its share
     # of the cores (as `mvmic sweep --jobs`). Off: measured on the gan part (2026-12-02), D1's
     # 250 batches took 677 s on one thread beside D2, and D2 alone on one thread took > 25 min
     # (the whole part had taken 21 min one step at a time on 2 threads).
     side_by_side: bool = False
+    # the designs are tested from their last checkpoints, so a validation pass (100 whole
+    # images) would only log; 2: validate mid-run and at the end
+    validations: int = 0
 
     def overlay(self, design: str) -> str:
         """The design's overlay in ``configs/`` (``isic_gan/d2.yaml``), read after ``config``."""
@@ -202,14 +215,14 @@ GAN3D = GanPart(
         "test_fraction": 0.42,
     },
     model={"roi_size": [32, 32, 32], "lr": 0.001, "lmbda_dis": 0.05},
-    steps=320,
+    steps=160,
     anchors="h264,hevc,jpeg2000",
     config="hvsmr_gan3d.yaml",
     anchor="h264",
     anchor_qualities="h264=0,6,12,18;hevc=0,8,16;jpeg2000=22,28,34",
     bit_factor=0.1,
     channels=1,
-    d4_steps=160,
+    d4_steps=80,
     # C+S at the configs' lr 2e-4 (D1's S alone learns faster at the part's 1e-3)
     design_model={"D2": {"lr": 0.0002}, "D4": {"lmbda_cr": 10.0, "lr": 0.0002}},
 )
@@ -268,12 +281,14 @@ def write_config(
     max_steps: int,
     run_dir: Path | None,
     group: str,
+    validations: int = 2,
 ) -> Path:
     """``configs/<base>`` (then ``configs/<overlay>`` for each of ``overlays``, merged as
     repeated ``--config``) with the benchmark's model/data settings and step budget.
 
     With ``run_dir`` the loggers and checkpoints go there (single runs); without it ``mvmic sweep``
-    places them per λ itself.
+    places them per λ itself. ``validations``: see :func:`epoch_plan`; with 0 the checkpoints
+    that monitor a validation metric are dropped (only ``last.ckpt`` is written).
     """
     from mvmic.cli_lightning import load_config
 
@@ -283,7 +298,12 @@ def write_config(
     cfg["data"]["init_args"].update(data)
     if run_dir is not None:
         cfg["trainer"] = retarget_trainer(cfg, run_dir, path.stem, group)
-    cfg["trainer"].update(epoch_plan(max_steps, steps_per_epoch(cfg["data"])))
+    cfg["trainer"].update(epoch_plan(max_steps, steps_per_epoch(cfg["data"]), validations))
+    if validations == 0:
+        cfg["trainer"]["callbacks"] = [
+            cb for cb in cfg["trainer"].get("callbacks") or []
+            if not (cb.get("init_args") or {}).get("monitor")
+        ]  # fmt: skip
     cfg["trainer"]["enable_progress_bar"] = False
     # Lightning's 2 sanity batches at every fit start are a third validation pass of each
     # short run; the configs' own runs keep them (they catch a broken val loop early)
@@ -323,21 +343,30 @@ def write_mse_stage2(
         max_steps=scaled_steps(part.steps["stage2"], scale),
         run_dir=None,
         group=group,
+        validations=part.stage_validations,
     )  # fmt: skip
     return codec
 
 
 def epoch_plan(max_steps: int, per_epoch: int, validations: int = 2) -> dict[str, int]:
     """Trainer settings that train ``max_steps`` batches and validate ``validations`` times,
-    the last time at the end, so a stage hands on the best of those checkpoints.
+    the last time at the end, so a stage hands on the best of those checkpoints; with
+    ``validations=0`` never (the run hands on its last checkpoint and its test measures it).
 
-    A validation pass costs about a third of a test pass here, and a checkpoint with Adam state
-    0.2-0.5 GB: more of them make a short run slower, not better. The run is a multiple of
-    ``validations`` epochs of ``limit_train_batches`` batches each (a fresh shuffle every
-    epoch; whole epochs when the budget is), as few as fit, so the budget is what it says;
-    at least 2 batches an epoch, since the CLI reads a limit of 1 as 1.0, the whole epoch.
+    A validation pass costs about a third of a test pass here (a detector's two: its loss
+    and its boxes), and a checkpoint with Adam state 0.2-0.5 GB: more of them make a short
+    run slower, not better. The run is a multiple of ``validations`` epochs of
+    ``limit_train_batches`` batches each (a fresh shuffle every epoch; whole epochs when the
+    budget is), as few as fit, so the budget is what it says; at least 2 batches an epoch,
+    since the CLI reads a limit of 1 as 1.0, the whole epoch.
     """
     epochs = max(1, -(-max_steps // per_epoch))
+    if validations == 0:
+        return {
+            "max_epochs": epochs,
+            "limit_train_batches": max(2, -(-max_steps // epochs)),
+            "limit_val_batches": 0,
+        }
     epochs = validations * -(-epochs // validations)
     return {
         "max_epochs": epochs,

@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from jsonargparse import Namespace
 from lightning import LightningDataModule, LightningModule, Trainer
@@ -123,6 +123,9 @@ class MvmicLightningCLI(LightningCLI):
         for key, klass in (("model", self._model_class), ("data", self._datamodule_class)):
             parser.add_lightning_class_args(klass, key, subclass_mode=True, required=False)
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        keep_integer_batch_limits(parser)
+
     def _set_seed(self) -> None:
         if self._parse_only:
             return
@@ -175,6 +178,30 @@ class MvmicLightningCLI(LightningCLI):
 
 #: the settings every config builds on (see docs/configs.md)
 DEFAULTS = Path(__file__).resolve().parents[1] / "configs" / "base" / "defaults.yaml"
+
+#: Trainer arguments where an int counts batches and a float is a fraction of the epoch
+BATCH_LIMITS = (
+    "limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+    "overfit_batches",
+)  # fmt: skip
+
+
+def keep_integer_batch_limits(parser: LightningArgumentParser) -> None:
+    """Make ``--trainer.limit_val_batches 1`` one batch, as ``Trainer(limit_val_batches=1)`` is.
+
+    Lightning annotates these ``Union[int, float]``, but typing caches unions by equality, so
+    the annotation can come back as ``Union[float, int]`` (whichever order was built first), and
+    jsonargparse, trying float first, turned 1 into 1.0: the whole epoch. An int-first union
+    built from its own argument tuple keeps integers integers and 0.25 a fraction.
+    """
+    from jsonargparse._typehints import ActionTypeHint
+
+    for action in parser._actions:
+        name = action.dest.rpartition(".")[2]
+        if action.dest.startswith("trainer.") and name in BATCH_LIMITS:
+            if isinstance(action, ActionTypeHint):
+                nullable = type(None) in getattr(action._typehint, "__args__", ())
+                action._typehint = Union[int, float, None] if nullable else Union[int, float]
 
 
 def place_in_run_folder(trainer: Namespace) -> None:

@@ -309,14 +309,14 @@ def test_a_budget_trains_its_steps_and_validates_twice(steps, per_epoch, epochs,
     assert [e for e in range(1, epochs + 1) if e % every == 0] == [epochs // 2, epochs]
 
 
-def test_a_budget_never_asks_for_one_batch_an_epoch():
-    """The CLI reads ``limit_train_batches: 1`` as 1.0, i.e. the whole epoch (measured: a
-    2-step budget trained 2 × 21 batches), so the plan never writes 1."""
+def test_a_budget_of_one_step_is_one_batch():
+    """A limit of 1 is one batch (the CLI keeps integer batch limits integers, see
+    tests/test_cli.py), so the plan writes it as it is."""
     from mvmic.evaluation.bench_settings import epoch_plan
 
-    assert epoch_plan(2, 21)["limit_train_batches"] == 2
-    assert epoch_plan(1, 5) == {
-        "max_epochs": 2, "check_val_every_n_epoch": 1, "limit_train_batches": 2,
+    assert epoch_plan(2, 21)["limit_train_batches"] == 1
+    assert epoch_plan(1, 5, validations=0) == {
+        "max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 0,
     }  # fmt: skip
 
 

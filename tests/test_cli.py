@@ -156,3 +156,29 @@ def test_lightning_commands_read_their_arguments_not_sys_argv(monkeypatch, capsy
     )
     assert sys.argv == ["mvmic", "--bogus"]
     assert not [w for w in caught if "args parameter" in str(w.message)]
+
+
+def test_a_batch_limit_of_1_is_one_batch_and_a_fraction_stays_a_fraction(colondb_root, tmp_path):
+    """Lightning reads ``limit_*_batches=1`` as one batch and 1.0 as the whole epoch; the CLI
+    used to hand it 1.0 for a written 1 (measured: a 2-step budget trained 2 × 21 batches)."""
+    import torch
+
+    from mvmic.cli_lightning import MvmicLightningCLI, load_config
+
+    limits = ["--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0.25",
+              "--trainer.limit_test_batches", "2", "--trainer.overfit_batches", "1"]  # fmt: skip
+    trainer = load_config("colondb_seg.yaml", limits)["trainer"]
+    assert [type(trainer[k]).__name__ for k in ("limit_train_batches", "limit_val_batches",
+            "limit_test_batches", "overfit_batches")] == ["int", "float", "int", "int"]  # fmt: skip
+    assert (trainer["limit_train_batches"], trainer["limit_val_batches"]) == (1, 0.25)
+    # and a run trains exactly one batch an epoch
+    args = ["fit", "--config", str(resolve_config("colondb_seg.yaml")), "--data.root", str(colondb_root), *TINY,
+            "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "1",
+            "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger", "false"]  # fmt: skip
+    cli = MvmicLightningCLI(args=args[1:], run=False)
+    assert cli.trainer.limit_train_batches == 1 and cli.trainer.limit_val_batches == 1
+    cli.trainer.fit(cli.model, cli.datamodule)
+    batches = cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed
+    assert batches == 2  # two epochs of one batch, not two whole epochs
+    assert torch.is_tensor(cli.trainer.callback_metrics["val_loss"])

@@ -18,18 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 PARTS = ("seg", "det", "gan", "gan3d")
 # The step budgets below are those of `--minutes 60` (scaled linearly for another budget).
-# Only the training scales: at the evaluation sizes of issue 16 (>= 100 whole test images of
-# 256 px, 192 px for det) the test passes, the anchors and their fine-tuning are a fixed cost
-# that no step budget removes. Measured on the 2026-12-03 runs (2 cores): a test pass of ~100
-# images costs ~45 s on one thread beside another (the task net ~40 %, compress + decompress
-# ~25 %, MS-SSIM ~20 %), so ~33 minutes of the four parts are evaluation and set-up before any
-# training step. Per training step, wall: seg U-Net 0.97 s, seg sweep (two 1-thread runs)
-# 0.35 s (MSE) and 0.53 s (MVMICNet), det Faster R-CNN 1.4 s, det sweep 0.92 s and 2.2 s, gan
-# D1 / D2 / D4 0.74 / 1.4 / 1.4 s, gan3d 0.24 s. With validations (2 per run) and about twice
-# the stage budgets a run took 89.9 min; without them and with the stage budgets and D4's cut
-# to a third, 46.0 min, but stage 2 then lost to stage 1 (seg) and D4 had not recovered from
-# its rate loss (see the measurements beside SEG and GanPart.d4_steps); these budgets spend the
-# difference where it buys accuracy. docs/benchmarks.md has the run's measured wall time.
+# Only training scales: at issue 16's sizes (>= 100 whole test images, 256 px; 192 for det) the
+# test passes, anchors and their fine-tunes are a fixed ~33 min (2026-12-03, 2 cores: a pass of
+# ~100 images ~45 s on one thread beside another; U-Net ~40 %, codec ~25 %, MS-SSIM ~20 %).
+# Per training step, wall: seg U-Net 0.97 s, seg sweep (two 1-thread runs) 0.35 s (MSE) and
+# 0.53 s (MVMICNet), det Faster R-CNN 1.4 s, det sweep 0.92 s and 2.2 s, gan D1 / D2 / D4
+# 0.74 / 1.4 / 1.4 s, gan3d 0.24 s. With 2 validations a run and ~2× the stage budgets a run
+# took 89.9 min; with none and D4 cut to a third, 46.0 min, but seg stage 2 lost to stage 1
+# and D4 never recovered from its rate loss (measured beside SEG and GanPart.d4_steps).
 REFERENCE_MINUTES = 60.0
 
 
@@ -112,8 +108,7 @@ SEG = Part(
 
 # The paper's ResNet-50-FPN Faster R-CNN on 192-px films, trained on 128-px crops at the same
 # scale (train_resize false: torchvision would scale them up to min_size). Fewer sampled
-# RoIs/proposals than
-# torchvision's defaults (512/2000), which sized for 800-px images and dominate a CPU step here;
+# RoIs/proposals than torchvision's defaults (512/2000), which sized for 800-px images and dominate a CPU step here;
 # MobileNet is no faster on CPU (its depthwise-convolution backward is slow there).
 _DETECTOR = {
     "arch": "fasterrcnn_resnet50_fpn",

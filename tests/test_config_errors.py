@@ -76,7 +76,7 @@ MODEL_CASES = {
     "results_dir": "FILE",
 }
 BAD = {
-    "task": MODEL_CASES,
+    "task": {**MODEL_CASES, "lr_schedule": "linear"},
     "mvmicnet": {
         **{k: v for k, v in MODEL_CASES.items() if k != "weight_decay"},
         "codec": "nosuch",

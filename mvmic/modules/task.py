@@ -24,6 +24,9 @@ class TaskModule(BaseModule):
         task_args: further keyword arguments of the task network.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
+        lr_schedule: ``"constant"``, or ``"cosine"`` (annealed to 0 over the run's optimizer
+            steps, so a short run ends on small steps instead of wherever its last large one
+            left the weights and BatchNorm statistics).
         method: name of the results record (default ``"uncompressed"``).
         results_dir: where ``mvmic test`` writes its record.
     """
@@ -43,12 +46,14 @@ class TaskModule(BaseModule):
         task_args: dict[str, Any] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
         method: str | None = None,
         results_dir: str = "runs/results",
     ) -> None:
         check.task_network(task, arch, encoder, num_classes, in_channels, task_weights)
         check.positive("--model.lr", lr)
         check.non_negative("--model.weight_decay", weight_decay)
+        check.one_of("--model.lr_schedule", lr_schedule, ("constant", "cosine"))
         check.record(method, results_dir)
         super().__init__()
 
@@ -56,9 +61,14 @@ class TaskModule(BaseModule):
         self.task = self.build_task_net()
 
     def configure_optimizers(self):
-        return torch.optim.Adam(
+        opt = torch.optim.Adam(
             self.task.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
+        if self.hparams.lr_schedule == "constant":
+            return opt
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self.task_training_step(batch["image"], batch)

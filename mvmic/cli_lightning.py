@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from jsonargparse import Namespace
 from lightning import LightningDataModule, LightningModule, Trainer
@@ -191,8 +191,9 @@ def keep_integer_batch_limits(parser: LightningArgumentParser) -> None:
 
     Lightning annotates these ``Union[int, float]``, but typing caches unions by equality, so
     the annotation can come back as ``Union[float, int]`` (whichever order was built first), and
-    jsonargparse, trying float first, turned 1 into 1.0: the whole epoch. An int-first union
-    built from its own argument tuple keeps integers integers and 0.25 a fraction.
+    jsonargparse, trying float first, turned 1 into 1.0: the whole epoch. An int-first
+    ``int | float`` (a ``types.UnionType``, built anew in its own order) keeps integers
+    integers and 0.25 a fraction.
     """
     from jsonargparse._typehints import ActionTypeHint
 
@@ -201,7 +202,7 @@ def keep_integer_batch_limits(parser: LightningArgumentParser) -> None:
         if action.dest.startswith("trainer.") and name in BATCH_LIMITS:
             if isinstance(action, ActionTypeHint):
                 nullable = type(None) in getattr(action._typehint, "__args__", ())
-                action._typehint = Union[int, float, None] if nullable else Union[int, float]
+                action._typehint = int | float | None if nullable else int | float
 
 
 def place_in_run_folder(trainer: Namespace) -> None:

@@ -172,7 +172,8 @@ def test_a_batch_limit_of_1_is_one_batch_and_a_fraction_stays_a_fraction(colondb
             "limit_test_batches", "overfit_batches")] == ["int", "float", "int", "int"]  # fmt: skip
     assert (trainer["limit_train_batches"], trainer["limit_val_batches"]) == (1, 0.25)
     # and a run trains exactly one batch an epoch
-    args = ["fit", "--config", str(resolve_config("colondb_seg.yaml")), "--data.root", str(colondb_root), *TINY,
+    args = ["fit", "--config", str(resolve_config("colondb_seg.yaml")),
+            "--data.root", str(colondb_root), *TINY,
             "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "1",
             "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path),
             "--trainer.logger", "false"]  # fmt: skip

@@ -108,8 +108,8 @@ SEG = Part(
 
 # The paper's ResNet-50-FPN Faster R-CNN on 192-px films, trained on 128-px crops at the same
 # scale (train_resize false: torchvision would scale them up to min_size). Fewer sampled
-# RoIs/proposals than torchvision's defaults (512/2000), which sized for 800-px images and dominate a CPU step here;
-# MobileNet is no faster on CPU (its depthwise-convolution backward is slow there).
+# RoIs/proposals than torchvision's defaults (512/2000, sized for 800-px images), which dominate
+# a CPU step here; MobileNet is no faster on CPU (its depthwise-conv backward is slow there).
 _DETECTOR = {
     "arch": "fasterrcnn_resnet50_fpn",
     "task_args": {

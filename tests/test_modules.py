@@ -4,6 +4,7 @@ from lightning import Trainer
 
 from data_modules import SegmentationDataModule
 from mvmic.modules import MVMICNet, TaskModule, load_module
+from mvmic.validation import ConfigError
 
 SMALL = dict(arch="Unet", encoder="resnet18", codec="bmshj2018-hyperprior", N=8, M=12)
 
@@ -112,6 +113,13 @@ def test_a_cosine_task_run_anneals_its_lr_to_zero_over_its_steps(colondb_root, t
     constant = TaskModule(arch="Unet", encoder="resnet18", lr=0.01)
     _trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(constant, dm)
     assert constant.optimizers().param_groups[0]["lr"] == 0.01
+
+
+def test_a_cosine_schedule_without_a_run_length_is_one_config_error(colondb_root, tmp_path):
+    dm = SegmentationDataModule(root=str(colondb_root), image_size=32, batch_size=2)
+    task = TaskModule(arch="Unet", encoder="resnet18", lr_schedule="cosine")
+    with pytest.raises(ConfigError, match="--model.lr_schedule cosine needs a run of known"):
+        _trainer(tmp_path, max_epochs=-1, max_steps=-1).fit(task, dm)
 
 
 def test_stage1_trains_codec_and_task_with_finite_loss(colondb_root, tmp_path):

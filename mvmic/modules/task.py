@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -66,8 +67,14 @@ class TaskModule(BaseModule):
         )
         if self.hparams.lr_schedule == "constant":
             return opt
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise check.ConfigError(
+                "--model.lr_schedule",
+                "cosine needs a run of known length: set "
+                "--trainer.max_steps or --trainer.max_epochs",
+            )
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(steps)))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

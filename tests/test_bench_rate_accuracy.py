@@ -486,3 +486,56 @@ def test_gan_part_runs_d1_and_d2_side_by_side_and_d4_after_d2(bench, isic_root, 
         [("fit", "d2"), ("test", "d2_test"), ("fit", "d4"), ("test", "d4_test")],
     ]
     assert runner.single == ["curves"]
+
+
+def test_a_base_ladder_starts_each_lambda_of_both_sweeps_from_its_own_base(
+    bench, colondb_root, tmp_path
+):
+    part = bench.with_overrides(
+        bench.PART_SETTINGS,
+        ["seg.data.image_size=64", "seg.data.train_crop=32", "seg.base_ladder=true",
+         "seg.mse_lmbdas=[0.001,0.01]", "seg.lmbdas=[0.0002,0.002]"],
+    )["seg"]  # fmt: skip
+
+    class Runner:  # records the plan instead of running it
+        chains: list = []
+        single: list = []
+
+        def side_by_side(self, chains):
+            self.chains = [[Path(args[2]).name for args, _ in c] for c in chains]
+
+        def mvmic(self, *args, done=None):
+            self.single.append(args)
+
+    runner = Runner()
+    bench_module.run_codec_part(part, runner, colondb_root, tmp_path, 0.05)
+    # one base per MSE-grid λ, trained side by side (two lanes on the sweep's two jobs)
+    assert runner.chains == [["codec_base_lmbda_d_0.001.yaml"], ["codec_base_lmbda_d_0.01.yaml"]]
+    for name in runner.chains[0] + runner.chains[1]:
+        lmbda = float(name.removesuffix(".yaml").rsplit("_", 1)[1])
+        cfg = yaml.safe_load((tmp_path / "configs" / name).read_text())
+        assert cfg["model"]["init_args"]["lmbda_d"] == lmbda
+    bases = [str(tmp_path / "codec_base" / f"lmbda_d_{v}" / "checkpoints" / "last.ckpt")
+             for v in ("0.001", "0.01")]  # fmt: skip
+    sweeps = [a for a in runner.single if a[0] == "sweep"]
+    assert [Path(a[2]).name for a in sweeps] == ["codec_mse.yaml", "mvmicnet.yaml"]
+    for a in sweeps:
+        assert a[a.index("--init_codec") + 1] == ",".join(bases)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("seg.lmbdas=[0.002]", "both need as many points (lmbdas [0.002], mse_lmbdas"),
+        ("seg.calibrate=true", "set seg.base_ladder=false with it"),
+    ],
+)
+def test_a_base_ladder_that_cannot_pair_its_grids_fails_before_anything_runs(
+    bench, tmp_path, capsys, bad, message
+):
+    # point i of MVMICNet's grid starts from base i, so the grids must be as long
+    out = tmp_path / "out"
+    args = ["--parts", "seg", "--out", str(out), "--set", "seg.base_ladder=true", "--set", bad]
+    assert bench.main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -169,6 +169,34 @@ def test_sweep_rejects_bad_param(tmp_path):
         sweep.plan_sweep(str(_config(tmp_path, "a.yaml")), [0.1], tmp_path, param="lmbda")
 
 
+def test_sweep_init_codec_starts_each_lambdas_stage1_from_its_own_codec(tmp_path, capsys):
+    s1, s2 = _config(tmp_path, "seg.yaml"), _config(tmp_path, "seg_stage2.yaml")
+    root, bases = tmp_path / "sweep", [str(tmp_path / f"base{i}.ckpt") for i in range(2)]
+    with pytest.raises(ValueError, match=f"--init_codec {bases[0]} is not a file"):
+        sweep.plan_sweep(str(s1), [0.01, 0.02], root, init_codec=bases)
+    for b in bases:
+        Path(b).write_bytes(b"")
+    steps = sweep.plan_sweep(str(s1), [0.01, 0.02], root, stage2_config=str(s2), init_codec=bases)
+    fits = {(s.value, s.stage): s.argv for s in steps if s.argv[0] == "fit"}
+    assert fits[(0.01, "stage1")][-2:] == ["--model.init_codec", bases[0]]
+    assert fits[(0.02, "stage1")][-2:] == ["--model.init_codec", bases[1]]
+    assert "--model.init_codec" not in fits[(0.01, "stage2")]  # it starts from its stage 1
+    one = sweep.plan_sweep(str(s1), [0.01, 0.02], root, init_codec=bases[:1])
+    assert [s.argv[-1] for s in one if s.argv[0] == "fit"] == [bases[0], bases[0]]
+    with pytest.raises(ValueError, match=r"one checkpoint or one per λ \(3\), got 2"):
+        sweep.plan_sweep(str(s1), [0.01, 0.02, 0.03], root, init_codec=bases)
+    # from the command line: one per λ, or a clear error before anything runs
+    args = ["--config", str(s1), "--lmbda", "0.01,0.02", "--root", str(root), "--no_wandb"]
+    assert sweep.main([*args, "--init_codec", f"{bases[0]},{tmp_path}/none.ckpt"]) == 2
+    assert (
+        f"mvmic sweep: --init_codec {tmp_path}/none.ckpt is not a file" in capsys.readouterr().err
+    )
+    assert sweep.main([*args, "--init_codec", ",".join(bases), "--dry_run"]) == 0
+    assert f"--model.init_codec {bases[1]}" in capsys.readouterr().out
+    assert sweep.main([*args, "--init_codec", ",".join(bases * 2)]) == 2
+    assert "one checkpoint or one per λ (2), got 4" in capsys.readouterr().err
+
+
 def test_sweep_jobs_runs_the_lambdas_side_by_side_each_in_order(tmp_path, monkeypatch, capsys):
     import threading
 

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mvmic.evaluation.bench_bases import base_lmbdas, train_base_codecs
 from mvmic.evaluation.bench_report import (
     BENCHMARKS_PAGE,
     README_BEGIN,
@@ -129,22 +130,13 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
 
     # Each stage hands on (and is tested with) its last checkpoint; with stage_validations 2,
     # its best of two on the validation set (short runs swing by points from epoch to epoch).
-    # One MSE codec trained long (codec-only steps are cheap); every learned codec below starts
-    # from it and gets the same number of steps, so MSE and MVMICNet are compared fairly.
-    base_dir = out / "codec_base"
+    # MSE base codec(s) trained long (codec-only steps are cheap; mvmic.evaluation.bench_bases):
+    # every learned codec below starts from one and gets the same number of steps, so MSE and
+    # MVMICNet are compared fairly.
     mse_model = {**part.codec_model, **common, **part.mse, "init_task": str(task_ckpt)}
-    base_cfg = write_config(
-        part.mse_config,
-        cfgs / "codec_base.yaml",
-        model={**mse_model, "lmbda_d": part.base_lmbda},
-        data=data,
-        max_steps=scaled_steps(part.steps["base"], scale),
-        run_dir=base_dir,
-        group=group,
-        validations=part.stage_validations,
-    )
-    runner.mvmic("fit", "--config", str(base_cfg), done=base_dir / "DONE")
-    init_codec = base_dir / "checkpoints" / "last.ckpt"
+    bases = train_base_codecs(part, runner, cfgs, out, mse_model, data, scale, group)
+    init_codec = bases[len(bases) // 2]  # the configs' own; a ladder's sweeps pass one per λ
+    per_lmbda = ("--init_codec", ",".join(map(str, bases))) if part.base_ladder else ()
 
     mse_cfg = write_config(
         part.mse_config,
@@ -160,7 +152,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
     mse_lmbdas, lmbdas = part.mse_lmbdas, part.lmbdas
     if part.calibrate:  # short runs pick grids that reach the knee (printed with why)
         mse_lmbdas = bench_grid(runner, mse_cfg, mse_codec, mse_lmbdas, part.metric, out, group)
-    sweep(mse_cfg, mse_lmbdas, out / "mse", "--test_every_stage")
+    sweep(mse_cfg, mse_lmbdas, out / "mse", "--test_every_stage", *per_lmbda)
 
     s1_cfg = write_config(
         part.codec_config,
@@ -192,7 +184,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
     )
     if part.calibrate:
         lmbdas = bench_grid(runner, s1_cfg, "MVMICNet stage 1", lmbdas, part.metric, out, group)
-    sweep(s1_cfg, lmbdas, out / "mvmicnet", "--test_every_stage")
+    sweep(s1_cfg, lmbdas, out / "mvmicnet", "--test_every_stage", *per_lmbda)
 
     anchor_args = ["--qualities", part.anchor_qualities] if part.anchor_qualities else []
     runner.mvmic(
@@ -323,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = with_overrides(PART_SETTINGS, args.set)
+        for name in parts:  # a ladder that cannot pair its grids is said before anything runs
+            if isinstance(settings[name], Part):
+                base_lmbdas(settings[name])
     except ValueError as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2

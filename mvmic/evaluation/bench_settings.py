@@ -18,14 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 PARTS = ("seg", "det", "gan", "gan3d")
 # The step budgets below are those of `--minutes 60` (scaled linearly for another budget).
-# Only training scales: at issue 16's sizes (>= 100 whole test images, 256 px; 192 for det) the
-# test passes, anchors and their fine-tunes are a fixed ~33 min (2026-12-03, 2 cores: a pass of
-# ~100 images ~45 s on one thread beside another; U-Net ~40 %, codec ~25 %, MS-SSIM ~20 %).
-# Per training step, wall: seg U-Net 0.97 s, seg sweep (two 1-thread runs) 0.35 s (MSE) and
-# 0.53 s (MVMICNet), det Faster R-CNN 1.4 s, det sweep 0.92 s and 2.2 s, gan D1 / D2 / D4
-# 0.74 / 1.4 / 1.4 s, gan3d 0.24 s. With 2 validations a run and ~2× the stage budgets a run
-# took 89.9 min; with none and D4 cut to a third, 46.0 min, but seg stage 2 lost to stage 1
-# and D4 never recovered from its rate loss (measured beside SEG and GanPart.d4_steps).
+# Only training scales: the test passes, anchors and their fine-tunes are fixed (2026-12-03,
+# 2 cores: a pass of ~100 whole images ~45 s on one thread beside another). Per training step,
+# wall: seg U-Net 0.97 s, seg sweep (two 1-thread runs) 0.35 s (MSE) and 0.53 s (MVMICNet),
+# seg base 0.18 s (two side by side), det Faster R-CNN 1.4 s, det sweep 0.92 s and 2.2 s, gan
+# D1 / D2 / D4 0.74 / 1.4 / 1.4 s, gan3d 0.24 s.
 REFERENCE_MINUTES = 60.0
 
 
@@ -49,16 +46,16 @@ class Part:
     anchors: str
     anchor_qualities: str | None = None
     base_lmbda: float = 0.0067  # the MSE base codec every learned codec starts from
+    # one base per MSE-grid λ, point i of both sweeps from base i (bench_bases.py)
+    base_ladder: bool = False
     # pick the λ grids (MSE codec, MVMICNet) by short calibration runs that reach the knee
     # (mvmic.evaluation.calibration); --set seg.calibrate=true
     calibrate: bool = False
     # λ of a sweep run side by side, the cores split between them (`mvmic sweep --jobs`): on 2
     # cores two 1-thread runs train 1.43× and evaluate 1.10× as fast as one 2-thread run
     sweep_jobs: int = 2
-    # validations of each run after the task net (base codec, MSE codec, MVMICNet stages): 0
-    # tests each run's last checkpoint. A validation only picks between checkpoints; on the
-    # 2026-12-03 run the stage runs' two each cost 2 × 9 s (seg) and 2 × 24 s (det: a loss and
-    # a boxes pass) on one thread, ~9 of its 90 minutes. 2: best of two (`--ckpt best`).
+    # validations of each run after the task net: 0 tests its last checkpoint; 2: the best of
+    # two (`--ckpt best`), on 2026-12-03 2 × 9 s (seg) and 2 × 24 s (det) a run, one thread.
     stage_validations: int = 0
     mse: dict[str, Any] = field(default_factory=dict)  # MSE-codec model overrides
     stage1: dict[str, Any] = field(default_factory=dict)
@@ -82,22 +79,25 @@ SEG = Part(
     # 0.12); 3e-4 0.663; cosine from 1e-3 0.929 (120 steps each, one seed)
     task_model={"encoder": "resnet18", "lr": 0.001, "lr_schedule": "cosine"},
     codec_model={"encoder": "resnet18", "N": 32, "M": 48},
-    steps={"task": 120, "base": 300, "mse": 40, "stage1": 40, "stage2": 36},
-    mse_lmbdas=[0.0018, 0.0067, 0.025, 0.0932],
-    lmbdas=[0.0002, 0.0006, 0.002, 0.006],
+    # One base per MSE λ (bench_bases.py; 2026-12-06, stage 2 mIoU at bpp): one shared base of
+    # 300 steps put MVMICNet at 0.069-0.073 bpp, 0.889-0.897; a ladder of 600-step bases at MSE
+    # λ 0.0005/0.0045/0.04/0.36 at 0.032-0.123, 0.891-0.917; of 1200-step bases at these λ at
+    # 0.028-0.151, 0.840-0.934 (uncompressed 0.931). The λ 0.04 base after 600/1200/1800/2400
+    # steps: 0.17/0.22/0.24/0.25 bpp at PSNR 21.8/28.9/29.0/31.2 dB.
+    steps={"task": 120, "base": 1200, "mse": 40, "stage1": 40, "stage2": 36},
+    mse_lmbdas=[0.0001, 0.0005, 0.0045, 0.04],
+    lmbdas=[0.0001, 0.0002, 0.0006, 0.002],  # point i starts from the base at mse_lmbdas[i]
+    base_ladder=True,
     # HEVC-intra, the goals' anchor, at 4 qualities (BD's minimum); each codec adds a fine-tune
     # and 4 passes (AVIF, -31 % BD-rate against HEVC on 2026-12-02: --set seg.anchors=avif,hevc
     # --set 'seg.anchor_qualities=avif=5,15,30,45;hevc=5,15,30,45'; or jpeg,jpeg2000,webp)
     anchors="hevc",
     anchor_qualities="hevc=5,15,30,45",
     mse={"lr": 0.001},
-    # λ_t, measured at λ_d = 0.002 on this part's data (2026-12-02, one λ each, stage 1 42
-    # batches, the same task net, base codec and HEVC/HEVC+ft records; stage 2 mIoU at bpp,
-    # its bits against HEVC and HEVC+ft at equal mIoU): λ_t 1: 0.886 at 0.065 (0.70×, 0.89×);
-    # 4: 0.911 at 0.060 (0.36×, 0.48×); 16: 0.918 at 0.062 (0.28×, 0.42×). Other levers at
-    # λ_t 1: stage-1 U-Net frozen 0.899 at 0.056 (0.45×, 0.61×); λ_d = 0 0.875 at 0.038
-    # (0.49×, 0.58×); at λ_t 4, frozen U-Net or stage 2 ×1.4 steps changed < 0.2 points.
-    # Hence λ_t 16 (the Results page's run; `--set seg.stage1.lmbda_t=1` for the other end).
+    # λ_t at λ_d 0.002, one shared base (2026-12-02; stage 2 mIoU at bpp, its bits against
+    # HEVC and HEVC+ft): λ_t 1: 0.886 at 0.065 (0.70×, 0.89×); 4: 0.911 at 0.060 (0.36×,
+    # 0.48×); 16: 0.918 at 0.062 (0.28×, 0.42×). At λ_t 1, stage-1 U-Net frozen: 0.899 at
+    # 0.056 (0.45×, 0.61×); λ_d 0: 0.875 at 0.038 (0.49×, 0.58×). Hence λ_t 16.
     stage1={"lr": 0.0005, "task_lr": 0.0002, "lmbda_t": 16.0},
     # Stage 2 first loses mIoU, then wins it back (a fresh Adam on the U-Net; its last
     # checkpoint is tested). From the 24-step stage 1 at λ_d 0.0002 (test mIoU 0.881,

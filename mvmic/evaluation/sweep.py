@@ -14,10 +14,8 @@ was interrupted and is resumed with ``--ckpt_path <that file>``; anything else s
 (old checkpoints in its folder are deleted first). When a stage of a λ has to run, every later
 stage of that λ runs again too, since its input changes.
 
-Which λ: ``--param lmbda_d`` (default) varies the distortion weight of
-``L = R + λ_d·D + λ_t·L_task`` with ``D = 255²·MSE``, which is what CompressAI's λ grid
-(0.0018 … 0.0932) means, so that grid spans the usual rate range while λ_t stays at the
-config's value. ``--param lmbda_t`` varies the task weight instead (at the config's λ_d).
+Which λ: ``--param lmbda_d`` (default) varies λ_d of ``L = R + λ_d·255²·MSE + λ_t·L_task``, as
+CompressAI's grid (0.0018 … 0.0932) means it; ``--param lmbda_t`` the task weight instead.
 """
 
 from __future__ import annotations
@@ -150,6 +148,7 @@ def plan_sweep(
     extra: Sequence[str] = (),
     test_every_stage: bool = False,
     ckpt: str = "last",
+    init_codec: Sequence[str] = (),
 ) -> list[Step]:
     """Every step of the sweep with its status and its ``mvmic`` argv (without the program).
 
@@ -167,6 +166,9 @@ def plan_sweep(
         ckpt: which checkpoint of a stage is handed on, to the next stage and to its test:
             ``last`` or ``best`` (the config's ``ModelCheckpoint(filename="best", monitor=…)``,
             i.e. chosen on the validation set).
+        init_codec: the codec checkpoint stage 1 starts from (``--model.init_codec``): one for
+            every λ, or one per λ in ``values``' order (CompressAI's one model per quality, so
+            each λ starts at its own rate); empty: the config's own.
     """
     if ckpt not in CKPTS:
         raise ValueError(f"--ckpt must be one of {CKPTS}, got {ckpt!r}")
@@ -174,6 +176,14 @@ def plan_sweep(
         raise ValueError(f"--param must be one of {PARAMS}, got {param!r}")
     if not values:
         raise ValueError("give at least one λ value, e.g. --lmbda 0.0018,0.0067")
+    if len(init_codec) not in (0, 1, len(values)):
+        got = len(init_codec)
+        raise ValueError(
+            f"--init_codec: give one checkpoint or one per λ ({len(values)}), got {got}"
+        )
+    inits = list(init_codec) * len(values) if len(init_codec) == 1 else list(init_codec)
+    for path in (p for p in inits if not Path(p).is_file()):
+        raise ValueError(f"--init_codec {path} is not a file")
     root = Path(root)
     results_dir = Path(results_dir) if results_dir else root / "results"
     group = group or root.resolve().name
@@ -183,7 +193,7 @@ def plan_sweep(
         s2_path, s2_cfg = _load_yaml(stage2_config)
         stages.append(("stage2", s2_path, s2_cfg))
     steps = []
-    for value in values:
+    for n, value in enumerate(values):
         tag = value_tag(param, value)
         prev_ckpt: Path | None = None
         common = [f"--model.{param}", repr(float(value)), "--model.results_dir", str(results_dir)]
@@ -198,6 +208,8 @@ def plan_sweep(
             argv += _trainer_overrides(cfg, run_dir, f"{tag}_{stage}", group)
             if prev_ckpt is not None:
                 argv += ["--model.init_from", str(prev_ckpt)]
+            elif inits:
+                argv += ["--model.init_codec", inits[n]]
             argv += list(extra)
             if status == "resume":
                 argv += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
@@ -299,40 +311,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stage 1 -> stage 2 -> test for each λ (separate Lightning runs), then "
         "the curves. Unknown --key value options pass through to every run.",
     )
-    p.add_argument("--config", required=True, help="stage-1 config (e.g. colondb_seg.yaml)")
-    p.add_argument("--lmbda", required=True, help="comma-separated λ values")
-    p.add_argument("--param", choices=PARAMS, default="lmbda_d", help="which λ to vary")
-    p.add_argument(
-        "--stage2_config",
-        default=None,
-        help="stage-2 config (default: <config>_stage2.yaml if it exists)",
-    )
-    p.add_argument("--no_stage2", action="store_true", help="stage 1 -> test only")
-    p.add_argument(
-        "--test_every_stage",
-        action="store_true",
-        help="also test stage 1's checkpoint of every λ (stage 1 and 2 on the same curves)",
-    )
-    p.add_argument(
-        "--ckpt",
-        choices=CKPTS,
-        default="last",
+    add = p.add_argument
+    # fmt: off
+    add("--config", required=True, help="stage-1 config (e.g. colondb_seg.yaml)")
+    add("--lmbda", required=True, help="comma-separated λ values")
+    add("--param", choices=PARAMS, default="lmbda_d", help="which λ to vary")
+    add("--stage2_config", default=None,
+        help="stage-2 config (default: <config>_stage2.yaml if it exists)")
+    add("--no_stage2", action="store_true", help="stage 1 -> test only")
+    add("--test_every_stage", action="store_true",
+        help="also test stage 1's checkpoint of every λ (stage 1 and 2 on the same curves)")
+    add("--ckpt", choices=CKPTS, default="last",
         help="which checkpoint of each stage goes on to the next stage and to its test "
-        "(best: chosen on the validation set by the config's monitored ModelCheckpoint)",
-    )
-    p.add_argument("--root", default="runs/sweep", help="sweep folder")
-    p.add_argument("--results_dir", default=None, help="results store (default ROOT/results)")
-    p.add_argument("--group", default=None, help="W&B group (default: ROOT's name)")
-    p.add_argument("--anchor", default=None, help="BD-rate anchor for the final curves")
-    p.add_argument("--no_wandb", action="store_true", help="do not log the final curves to W&B")
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
+        "(best: chosen on the validation set by the config's monitored ModelCheckpoint)")
+    add("--init_codec", default=None,
+        help="codec checkpoint(s) stage 1 starts from: one for all λ, or comma-separated, one "
+        "per λ in --lmbda's order (e.g. a codec trained at each λ, as CompressAI's qualities)")
+    add("--root", default="runs/sweep", help="sweep folder")
+    add("--results_dir", default=None, help="results store (default ROOT/results)")
+    add("--group", default=None, help="W&B group (default: ROOT's name)")
+    add("--anchor", default=None, help="BD-rate anchor for the final curves")
+    add("--no_wandb", action="store_true", help="do not log the final curves to W&B")
+    add("--jobs", type=int, default=1,
         help="run this many λ at a time, the cores split between them (OMP_NUM_THREADS, "
-        "unless set), each run's output in its folder's output.log",
-    )
-    p.add_argument("--dry_run", action="store_true", help="print the plan and the commands")
+        "unless set), each run's output in its folder's output.log")
+    add("--dry_run", action="store_true", help="print the plan and the commands")
+    # fmt: on
     return p
 
 
@@ -351,18 +355,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     stage2 = None if args.no_stage2 else (args.stage2_config or default_stage2(args.config))
-    steps = plan_sweep(
-        args.config,
-        values,
-        args.root,
-        args.param,
-        stage2,
-        args.results_dir,
-        args.group,
-        extra,
-        args.test_every_stage,
-        args.ckpt,
-    )
+    inits = [c.strip() for c in (args.init_codec or "").split(",") if c.strip()]
+    try:
+        steps = plan_sweep(
+            args.config, values, args.root, args.param, stage2, args.results_dir,
+            args.group, extra, args.test_every_stage, args.ckpt, inits,
+        )  # fmt: skip
+    except ValueError as e:
+        print(f"mvmic sweep: {e}", file=sys.stderr)
+        return 2
     for step in steps:
         print(f"[{step.status:>6}] {args.param}={step.value:g} {step.stage}: {step.run_dir}")
     if args.dry_run:

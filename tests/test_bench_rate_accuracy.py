@@ -488,39 +488,65 @@ def test_gan_part_runs_d1_and_d2_side_by_side_and_d4_after_d2(bench, isic_root, 
     assert runner.single == ["curves"]
 
 
+class PlanRunner:  # records the bench's plan instead of running it
+    def __init__(self):
+        self.chains, self.single = [], []
+
+    def side_by_side(self, chains):
+        self.chains = [[args for args, _ in c] for c in chains]
+
+    def mvmic(self, *args, done=None):
+        self.single.append(args)
+
+
 def test_a_base_ladder_starts_each_lambda_of_both_sweeps_from_its_own_base(
     bench, colondb_root, tmp_path
 ):
     part = bench.with_overrides(
         bench.PART_SETTINGS,
         ["seg.data.image_size=64", "seg.data.train_crop=32", "seg.base_ladder=true",
-         "seg.mse_lmbdas=[0.001,0.01]", "seg.lmbdas=[0.0002,0.002]"],
+         "seg.mse_lmbdas=[0.001,0.01,0.1]", "seg.lmbdas=[0.0002,0.002,0.02]"],
     )["seg"]  # fmt: skip
-
-    class Runner:  # records the plan instead of running it
-        chains: list = []
-        single: list = []
-
-        def side_by_side(self, chains):
-            self.chains = [[Path(args[2]).name for args, _ in c] for c in chains]
-
-        def mvmic(self, *args, done=None):
-            self.single.append(args)
-
-    runner = Runner()
+    bases = [tmp_path / "codec_base" / f"lmbda_d_{v}" / "checkpoints" / "last.ckpt"
+             for v in ("0.001", "0.01", "0.1")]  # fmt: skip
+    bases[2].parent.mkdir(parents=True)
+    bases[2].write_bytes(b"")  # an interrupted base: it resumes from its last checkpoint
+    runner = PlanRunner()
     bench_module.run_codec_part(part, runner, colondb_root, tmp_path, 0.05)
-    # one base per MSE-grid λ, trained side by side (two lanes on the sweep's two jobs)
-    assert runner.chains == [["codec_base_lmbda_d_0.001.yaml"], ["codec_base_lmbda_d_0.01.yaml"]]
-    for name in runner.chains[0] + runner.chains[1]:
-        lmbda = float(name.removesuffix(".yaml").rsplit("_", 1)[1])
-        cfg = yaml.safe_load((tmp_path / "configs" / name).read_text())
+    # one base per MSE-grid λ, trained on the sweep's two lanes
+    names = [[Path(args[2]).name for args in chain] for chain in runner.chains]
+    assert names == [
+        ["codec_base_lmbda_d_0.001.yaml", "codec_base_lmbda_d_0.1.yaml"],
+        ["codec_base_lmbda_d_0.01.yaml"],
+    ]
+    assert runner.chains[0][1][3:] == ("--ckpt_path", str(bases[2]))
+    assert len(runner.chains[0][0]) == len(runner.chains[1][0]) == 3  # fresh: no --ckpt_path
+    for name, lmbda in zip(["0.001", "0.01", "0.1"], [0.001, 0.01, 0.1]):
+        cfg = yaml.safe_load((tmp_path / "configs" / f"codec_base_lmbda_d_{name}.yaml").read_text())
         assert cfg["model"]["init_args"]["lmbda_d"] == lmbda
-    bases = [str(tmp_path / "codec_base" / f"lmbda_d_{v}" / "checkpoints" / "last.ckpt")
-             for v in ("0.001", "0.01")]  # fmt: skip
     sweeps = [a for a in runner.single if a[0] == "sweep"]
     assert [Path(a[2]).name for a in sweeps] == ["codec_mse.yaml", "mvmicnet.yaml"]
     for a in sweeps:
-        assert a[a.index("--init_codec") + 1] == ",".join(bases)
+        i = a.index("--init_codec")
+        assert list(a[i + 1 : i + 4]) == [str(b) for b in bases] and a[i + 4] == "--lmbda"
+
+
+def test_one_shared_base_codec_without_a_ladder(bench, colondb_root, tmp_path):
+    part = bench.with_overrides(
+        bench.PART_SETTINGS,
+        ["seg.data.image_size=64", "seg.data.train_crop=32", "seg.base_ladder=false"],
+    )["seg"]  # fmt: skip
+    runner = PlanRunner()
+    bench_module.run_codec_part(part, runner, colondb_root, tmp_path, 0.05)
+    fits = [Path(a[2]).name for a in runner.single if a[0] == "fit"]
+    assert fits == ["task.yaml", "codec_base.yaml"] and runner.chains == []
+    base = yaml.safe_load((tmp_path / "configs" / "codec_base.yaml").read_text())
+    assert base["model"]["init_args"]["lmbda_d"] == part.base_lmbda
+    mse = yaml.safe_load((tmp_path / "configs" / "codec_mse.yaml").read_text())
+    assert mse["model"]["init_args"]["init_codec"] == str(
+        tmp_path / "codec_base" / "checkpoints" / "last.ckpt"
+    )
+    assert not any("--init_codec" in a for a in runner.single if a[0] == "sweep")
 
 
 @pytest.mark.parametrize(
@@ -528,6 +554,7 @@ def test_a_base_ladder_starts_each_lambda_of_both_sweeps_from_its_own_base(
     [
         ("seg.lmbdas=[0.002]", "both need as many points (lmbdas [0.002], mse_lmbdas"),
         ("seg.calibrate=true", "set seg.base_ladder=false with it"),
+        ("seg.mse_lmbdas=[0.001,0.0010,0.01,0.1]", "a λ repeats; give each once"),
     ],
 )
 def test_a_base_ladder_that_cannot_pair_its_grids_fails_before_anything_runs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -185,16 +186,50 @@ def test_sweep_init_codec_starts_each_lambdas_stage1_from_its_own_codec(tmp_path
     assert [s.argv[-1] for s in one if s.argv[0] == "fit"] == [bases[0], bases[0]]
     with pytest.raises(ValueError, match=r"one checkpoint or one per λ \(3\), got 2"):
         sweep.plan_sweep(str(s1), [0.01, 0.02, 0.03], root, init_codec=bases)
-    # from the command line: one per λ, or a clear error before anything runs
+    # from the command line: one per λ (a path may hold a comma), or one clear error
     args = ["--config", str(s1), "--lmbda", "0.01,0.02", "--root", str(root), "--no_wandb"]
-    assert sweep.main([*args, "--init_codec", f"{bases[0]},{tmp_path}/none.ckpt"]) == 2
-    assert (
-        f"mvmic sweep: --init_codec {tmp_path}/none.ckpt is not a file" in capsys.readouterr().err
+    assert sweep.main([*args, "--init_codec", bases[0], f"{tmp_path}/no,ne.ckpt"]) == 2
+    assert f"mvmic sweep: --init_codec {tmp_path}/no,ne.ckpt is not a file" in (
+        capsys.readouterr().err
     )
-    assert sweep.main([*args, "--init_codec", ",".join(bases), "--dry_run"]) == 0
-    assert f"--model.init_codec {bases[1]}" in capsys.readouterr().out
-    assert sweep.main([*args, "--init_codec", ",".join(bases * 2)]) == 2
+    comma = tmp_path / "a,b.ckpt"
+    comma.write_bytes(b"")
+    assert sweep.main([*args, "--init_codec", bases[0], str(comma), "--dry_run"]) == 0
+    assert f"--model.init_codec {comma}" in capsys.readouterr().out
+    assert sweep.main([*args, "--init_codec", *bases, *bases]) == 2
     assert "one checkpoint or one per λ (2), got 4" in capsys.readouterr().err
+
+
+def test_a_stage1_reruns_when_its_init_codec_changed(tmp_path, monkeypatch):
+    s1, s2 = _config(tmp_path, "seg.yaml"), _config(tmp_path, "seg_stage2.yaml")
+    root, base = tmp_path / "sweep", tmp_path / "base.ckpt"
+    base.write_bytes(b"one")
+
+    def fake_run(step, **kwargs):  # the real run_step with a fit that only writes last.ckpt
+        monkeypatch.setattr(sweep, "run_mvmic", lambda *a, **k: _write_last(step) or 0)
+        return real_run(step)
+
+    real_run = sweep.run_step
+    monkeypatch.setattr(sweep, "run_step", fake_run)
+    args = ["--config", str(s1), "--stage2_config", str(s2), "--lmbda", "0.01", "--root",
+            str(root), "--no_wandb", "--init_codec", str(base)]  # fmt: skip
+
+    def plan():
+        steps = sweep.plan_sweep(str(s1), [0.01], root, stage2_config=str(s2), init_codec=[base])
+        return [s.status for s in steps]
+
+    assert sweep.main(args) == 0
+    assert plan() == ["done", "done", "done"]
+    assert (
+        (root / "lmbda_d_0.01" / "stage1" / "init_codec.txt")
+        .read_text()
+        .startswith(str(base.resolve()))
+    )
+    os.utime(base, ns=(0, 0))  # the same path, another codec: stage 1 and all after it again
+    assert plan() == ["todo", "todo", "todo"]
+    assert sweep.main(args) == 0 and plan() == ["done", "done", "done"]
+    base.unlink()  # a finished sweep still plans without its bases
+    assert plan() == ["done", "done", "done"]
 
 
 def test_sweep_jobs_runs_the_lambdas_side_by_side_each_in_order(tmp_path, monkeypatch, capsys):

@@ -136,7 +136,7 @@ def run_codec_part(part: Part, runner: Runner, root: Path, out: Path, scale: flo
     mse_model = {**part.codec_model, **common, **part.mse, "init_task": str(task_ckpt)}
     bases = train_base_codecs(part, runner, cfgs, out, mse_model, data, scale, group)
     init_codec = bases[len(bases) // 2]  # the configs' own; a ladder's sweeps pass one per λ
-    per_lmbda = ("--init_codec", ",".join(map(str, bases))) if part.base_ladder else ()
+    per_lmbda = ("--init_codec", *map(str, bases)) if part.base_ladder else ()
 
     mse_cfg = write_config(
         part.mse_config,

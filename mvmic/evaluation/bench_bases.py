@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mvmic.evaluation.bench_settings import Part, scaled_steps, write_config
-from mvmic.evaluation.runner import Runner
+from mvmic.evaluation.runner import DONE, Runner, is_done
 from mvmic.evaluation.sweep import value_tag
 
 
@@ -27,6 +27,9 @@ def base_lmbdas(part: Part) -> list[float]:
             f"grid's point i, so both need as many points (lmbdas {part.lmbdas}, mse_lmbdas "
             f"{part.mse_lmbdas}); or set {part.name}.base_ladder=false"
         )
+    tags = [value_tag("lmbda_d", v) for v in part.mse_lmbdas]
+    if len(set(tags)) < len(tags):
+        raise ValueError(f"{part.name}.mse_lmbdas {part.mse_lmbdas}: a λ repeats; give each once")
     if part.calibrate:
         raise ValueError(
             f"{part.name}.calibrate picks grids around one shared base codec; set "
@@ -65,8 +68,13 @@ def train_base_codecs(
             group=group,
             validations=part.stage_validations,
         )
-        runs.append((("fit", "--config", str(cfg)), run_dir / "DONE"))
-        ckpts.append(run_dir / "checkpoints" / "last.ckpt")
+        last = run_dir / "checkpoints" / "last.ckpt"
+        # an interrupted base resumes (a fresh fit would write last-v1.ckpt beside the old one)
+        resume = (
+            ("--ckpt_path", str(last)) if last.is_file() and not is_done(run_dir / DONE) else ()
+        )
+        runs.append((("fit", "--config", str(cfg), *resume), run_dir / DONE))
+        ckpts.append(last)
     jobs = max(1, min(part.sweep_jobs, len(runs)))
     if jobs == 1:
         for args, done in runs:

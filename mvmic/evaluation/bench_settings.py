@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from mvmic.evaluation.sweep import retarget_trainer
+from mvmic.evaluation.run_dirs import retarget_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,9 +9,11 @@ run starts clean. Layout under ``--root`` (default ``runs/sweep``)::
     <root>/<param>_<value>/test_stage1/   only with ``--test_every_stage``: stage 1's own point
     <root>/results/curves/           PNGs + BD tables (mvmic curves)
 
-A step with a ``DONE`` marker is skipped; a step with a ``checkpoints/last.ckpt`` but no marker
-was interrupted and is resumed with ``--ckpt_path <that file>``; anything else starts fresh
-(old checkpoints in its folder are deleted first). When a stage of a λ has to run, every later
+A step with a ``DONE`` marker is skipped (a stage 1 started from an ``--init_codec`` file only
+while that file is the one it started from: its path and mtime are in ``init_codec.txt``); a
+step with a ``checkpoints/last.ckpt`` but no marker was interrupted and is resumed with
+``--ckpt_path <that file>``; anything else starts fresh (old checkpoints in its folder are
+deleted first). When a stage of a λ has to run, every later
 stage of that λ runs again too, since its input changes.
 
 Which λ: ``--param lmbda_d`` (default) varies λ_d of ``L = R + λ_d·255²·MSE + λ_t·L_task``, as
@@ -21,7 +23,6 @@ CompressAI's grid (0.0018 … 0.0932) means it; ``--param lmbda_t`` the task wei
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mvmic.evaluation.run_dirs import trainer_overrides
 from mvmic.evaluation.runner import (
     DONE,
     Lanes,
@@ -54,6 +56,7 @@ class Step:
     status: str  # "done" | "resume" | "todo"
     argv: list[str] = field(default_factory=list)
     input_ckpt: Path | None = None  # the upstream checkpoint it starts from or tests
+    init_stamp: str | None = None  # the --init_codec file it starts from (path, mtime)
 
     @property
     def marker(self) -> Path:
@@ -67,6 +70,18 @@ class Step:
 def value_tag(param: str, value: float) -> str:
     """Folder name for one λ, e.g. ``lmbda_d_0.0067``."""
     return f"{param}_{value:g}"
+
+
+INIT_STAMP = "init_codec.txt"  # in a stage-1 folder: the --init_codec file it started from
+
+
+def _init_stamp(path: str) -> str | None:
+    p = Path(path)
+    return f"{p.resolve()} {p.stat().st_mtime_ns}" if p.is_file() else None
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
 
 
 def step_status(run_dir: Path, stage: str) -> str:
@@ -84,57 +99,6 @@ def _load_yaml(config: str) -> tuple[Path, dict[str, Any]]:
     from mvmic.cli_lightning import load_config
 
     return Path(resolve_config(config)), load_config(config)
-
-
-def retarget_trainer(
-    cfg: dict[str, Any], run_dir: Path, run_name: str, group: str
-) -> dict[str, Any]:
-    """A copy of ``cfg``'s trainer section with its loggers, checkpoints and default root in
-    ``run_dir`` and its W&B run named ``run_name`` in ``group`` (offline unless set)."""
-    trainer = json.loads(json.dumps(cfg.get("trainer") or {}))
-    loggers = trainer.get("logger")
-    if isinstance(loggers, dict):
-        loggers = [loggers]
-    new_loggers = []
-    for lg in loggers if isinstance(loggers, list) else []:
-        args = lg.setdefault("init_args", {})
-        if "save_dir" in args or "WandbLogger" in lg.get("class_path", ""):
-            args["save_dir"] = str(run_dir)
-        if "WandbLogger" in lg.get("class_path", ""):
-            args.update(name=run_name, group=group)
-            args.setdefault("offline", True)
-        new_loggers.append(lg)
-    callbacks = []
-    has_ckpt = False
-    for cb in trainer.get("callbacks") or []:
-        if "ModelCheckpoint" in cb.get("class_path", ""):
-            cb.setdefault("init_args", {}).update(dirpath=str(run_dir / "checkpoints"))
-            cb["init_args"]["save_last"] = True
-            has_ckpt = True
-        callbacks.append(cb)
-    if not has_ckpt:
-        callbacks.append(
-            {
-                "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True},
-            }
-        )
-    trainer["default_root_dir"] = str(run_dir)
-    if loggers is not None:
-        trainer["logger"] = new_loggers or False
-    trainer["callbacks"] = callbacks
-    return trainer
-
-
-def _trainer_overrides(cfg: dict[str, Any], run_dir: Path, run_name: str, group: str) -> list[str]:
-    """``--trainer.*`` options that apply :func:`retarget_trainer` to a run of ``cfg``."""
-    trainer = retarget_trainer(cfg, run_dir, run_name, group)
-    out = ["--trainer.default_root_dir", trainer["default_root_dir"]]
-    if "logger" in trainer:
-        logger = trainer["logger"]
-        out += ["--trainer.logger", json.dumps(logger) if logger else "false"]
-    out += ["--trainer.callbacks", json.dumps(trainer["callbacks"])]
-    return out
 
 
 def plan_sweep(
@@ -168,7 +132,8 @@ def plan_sweep(
             i.e. chosen on the validation set).
         init_codec: the codec checkpoint stage 1 starts from (``--model.init_codec``): one for
             every λ, or one per λ in ``values``' order (CompressAI's one model per quality, so
-            each λ starts at its own rate); empty: the config's own.
+            each λ starts at its own rate); empty: the config's own. A stage 1 done or begun
+            from another file (or an older copy of it) starts afresh.
     """
     if ckpt not in CKPTS:
         raise ValueError(f"--ckpt must be one of {CKPTS}, got {ckpt!r}")
@@ -182,8 +147,6 @@ def plan_sweep(
             f"--init_codec: give one checkpoint or one per λ ({len(values)}), got {got}"
         )
     inits = list(init_codec) * len(values) if len(init_codec) == 1 else list(init_codec)
-    for path in (p for p in inits if not Path(p).is_file()):
-        raise ValueError(f"--init_codec {path} is not a file")
     root = Path(root)
     results_dir = Path(results_dir) if results_dir else root / "results"
     group = group or root.resolve().name
@@ -203,24 +166,29 @@ def plan_sweep(
             status = step_status(run_dir, stage)
             if not upstream_done:
                 status = "todo"  # its input checkpoint is about to change: start it afresh
+            stamp = _init_stamp(inits[n]) if inits and prev_ckpt is None else None
+            if inits and prev_ckpt is None and stamp is None and status != "done":
+                raise ValueError(f"--init_codec {inits[n]} is not a file")
+            if stamp is not None and status != "todo" and _read(run_dir / INIT_STAMP) != stamp:
+                status = "todo"  # it started from another codec (or an older copy of this one)
             upstream_done = status == "done"
             argv = ["fit", "--config", str(path), *common]
-            argv += _trainer_overrides(cfg, run_dir, f"{tag}_{stage}", group)
+            argv += trainer_overrides(cfg, run_dir, f"{tag}_{stage}", group)
             if prev_ckpt is not None:
                 argv += ["--model.init_from", str(prev_ckpt)]
             elif inits:
-                argv += ["--model.init_codec", inits[n]]
+                argv += ["--model.init_codec", str(inits[n])]
             argv += list(extra)
             if status == "resume":
                 argv += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
-            steps.append(Step(value, stage, run_dir, status, argv, prev_ckpt))
+            steps.append(Step(value, stage, run_dir, status, argv, prev_ckpt, stamp))
             prev_ckpt = run_dir / "checkpoints" / f"{ckpt}.ckpt"
             last = i == len(stages) - 1
             if last or test_every_stage:
                 test_dir = root / tag / ("test" if last else f"test_{stage}")
                 test_status = step_status(test_dir, "test") if upstream_done else "todo"
                 argv = ["test", "--config", str(path), *common]
-                argv += _trainer_overrides(cfg, test_dir, f"{tag}_{test_dir.name}", group)
+                argv += trainer_overrides(cfg, test_dir, f"{tag}_{test_dir.name}", group)
                 argv += list(extra) + ["--ckpt_path", str(prev_ckpt)]
                 steps.append(Step(value, test_dir.name, test_dir, test_status, argv, prev_ckpt))
     return steps
@@ -247,6 +215,8 @@ def run_step(
     (step.run_dir / "command.txt").write_text(" ".join(shlex.quote(a) for a in cmd) + "\n")
     rc = run_mvmic(step.argv, env=env or offline_env(), python=python, log=log)
     if rc == 0 and (step.stage.startswith("test") or step.last_ckpt.is_file()):
+        if step.init_stamp is not None:
+            (step.run_dir / INIT_STAMP).write_text(step.init_stamp)
         mark_done(step.marker)
     return rc
 
@@ -324,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ckpt", choices=CKPTS, default="last",
         help="which checkpoint of each stage goes on to the next stage and to its test "
         "(best: chosen on the validation set by the config's monitored ModelCheckpoint)")
-    add("--init_codec", default=None,
-        help="codec checkpoint(s) stage 1 starts from: one for all λ, or comma-separated, one "
-        "per λ in --lmbda's order (e.g. a codec trained at each λ, as CompressAI's qualities)")
+    add("--init_codec", nargs="+", default=[], metavar="CKPT",
+        help="codec checkpoint(s) stage 1 starts from: one for all λ, or one per λ in --lmbda's "
+        "order (e.g. a codec trained at each λ, as CompressAI's qualities)")
     add("--root", default="runs/sweep", help="sweep folder")
     add("--results_dir", default=None, help="results store (default ROOT/results)")
     add("--group", default=None, help="W&B group (default: ROOT's name)")
@@ -355,11 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     stage2 = None if args.no_stage2 else (args.stage2_config or default_stage2(args.config))
-    inits = [c.strip() for c in (args.init_codec or "").split(",") if c.strip()]
     try:
         steps = plan_sweep(
             args.config, values, args.root, args.param, stage2, args.results_dir,
-            args.group, extra, args.test_every_stage, args.ckpt, inits,
+            args.group, extra, args.test_every_stage, args.ckpt, args.init_codec,
         )  # fmt: skip
     except ValueError as e:
         print(f"mvmic sweep: {e}", file=sys.stderr)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mvmic.evaluation.bench_settings import Part, scaled_steps, write_config
-from mvmic.evaluation.runner import DONE, Runner, is_done
-from mvmic.evaluation.sweep import value_tag
+from mvmic.evaluation.runner import DONE, Runner
+from mvmic.evaluation.sweep import step_status, value_tag
 
 
 def base_lmbdas(part: Part) -> list[float]:
@@ -70,9 +70,7 @@ def train_base_codecs(
         )
         last = run_dir / "checkpoints" / "last.ckpt"
         # an interrupted base resumes (a fresh fit would write last-v1.ckpt beside the old one)
-        resume = (
-            ("--ckpt_path", str(last)) if last.is_file() and not is_done(run_dir / DONE) else ()
-        )
+        resume = ("--ckpt_path", str(last)) if step_status(run_dir, "fit") == "resume" else ()
         runs.append((("fit", "--config", str(cfg), *resume), run_dir / DONE))
         ckpts.append(last)
     jobs = max(1, min(part.sweep_jobs, len(runs)))

@@ -13,8 +13,7 @@ A step with a ``DONE`` marker is skipped (a stage 1 started from an ``--init_cod
 while that file is the one it started from: its path and mtime are in ``init_codec.txt``); a
 step with a ``checkpoints/last.ckpt`` but no marker was interrupted and is resumed with
 ``--ckpt_path <that file>``; anything else starts fresh (old checkpoints in its folder are
-deleted first). When a stage of a λ has to run, every later
-stage of that λ runs again too, since its input changes.
+deleted first). When a stage of a λ has to run, every later stage of that λ runs again too.
 
 Which λ: ``--param lmbda_d`` (default) varies λ_d of ``L = R + λ_d·255²·MSE + λ_t·L_task``, as
 CompressAI's grid (0.0018 … 0.0932) means it; ``--param lmbda_t`` the task weight instead.
@@ -166,11 +165,13 @@ def plan_sweep(
             status = step_status(run_dir, stage)
             if not upstream_done:
                 status = "todo"  # its input checkpoint is about to change: start it afresh
-            stamp = _init_stamp(inits[n]) if inits and prev_ckpt is None else None
-            if inits and prev_ckpt is None and stamp is None and status != "done":
-                raise ValueError(f"--init_codec {inits[n]} is not a file")
-            if stamp is not None and status != "todo" and _read(run_dir / INIT_STAMP) != stamp:
-                status = "todo"  # it started from another codec (or an older copy of this one)
+            stamp = None
+            if inits and prev_ckpt is None:  # stage 1, from its own codec file
+                stamp = _init_stamp(inits[n])
+                if stamp is None and status != "done":
+                    raise ValueError(f"--init_codec {inits[n]} is not a file")
+                if stamp and status != "todo" and _read(run_dir / INIT_STAMP) != stamp:
+                    status = "todo"  # it started from another codec (or an older copy of it)
             upstream_done = status == "done"
             argv = ["fit", "--config", str(path), *common]
             argv += trainer_overrides(cfg, run_dir, f"{tag}_{stage}", group)
